@@ -1,0 +1,37 @@
+"""``python -m cifar_model photo.jpg [...]``: print each picture's top classes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import Classifier, ImageError, ModelLoadError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifar_model", description=__doc__)
+    parser.add_argument("images", nargs="+", help="picture files (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+    parser.add_argument("--model", default=None, help="weights folder or Hub repo id (default: bundled weights/)")
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit sha to pin")
+    parser.add_argument("--top", type=int, default=3, help="how many classes to print per picture (default 3)")
+    args = parser.parse_args(argv)
+    try:
+        clf = Classifier.from_pretrained(args.model, args.revision)
+    except ModelLoadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in args.images:
+        try:
+            probs = clf.predict(path)[0]
+        except ImageError as err:
+            print(f"{path}: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        top = sorted(probs.items(), key=lambda kv: kv[1], reverse=True)[: max(1, args.top)]
+        print(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in top))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

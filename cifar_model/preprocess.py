@@ -1,0 +1,186 @@
+"""The one preprocessing path from an untrusted picture to the network's input.
+
+Training's evaluation, the library, the CLI and the app all go through :func:`to_uint8`, and the
+network's input is always :func:`normalize` of its result, so a prediction can't drift from what the
+model was trained and scored on.
+
+How a picture becomes 32x32 (a documented choice, tested in tests/test_preprocess.py):
+
+1. Decode safely: only common image formats, at most :data:`MAX_PIXELS` pixels (checked from the
+   header, before any pixel is decoded), truncated files are errors.
+2. First frame of an animation; EXIF orientation applied (phone photos come out upright).
+3. Colour: palette, grey, CMYK and 16-bit/float modes become 8-bit RGB (16-bit grey is scaled, not
+   clipped); transparent pixels have no colour of their own, so they are composited onto white.
+4. Shape: the largest centred square is cropped (the subject of a photo is usually in the middle and
+   CIFAR-10 objects fill their frame; squeezing would distort it, padding would add borders CIFAR
+   never has), then resized to 32x32 with an antialiased bicubic filter.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .model import CIFAR_MEAN, CIFAR_STD, IMAGE_SIZE
+
+ImageInput = Union[Image.Image, str, os.PathLike, bytes, bytearray, BinaryIO]
+
+# Largest picture accepted, in pixels (width x height), checked before decoding. 50 Mpx covers a
+# 48 Mpx phone photo; Pillow's own bomb check only warns below 89 Mpx.
+MAX_PIXELS = 50_000_000
+# Decoders allowed to run on untrusted input.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO")
+# Background for transparent pixels (see module docstring).
+BACKGROUND = (255, 255, 255)
+
+
+class ImageError(ValueError):
+    """The input can't be used as a picture. ``str(err)`` is a sentence a user can act on."""
+
+
+def open_image(source: ImageInput, *, draft_size: int | None = 4 * IMAGE_SIZE) -> Image.Image:
+    """Decode ``source`` (a path, bytes, a binary file or a PIL image) into a loaded PIL image.
+
+    ``draft_size`` lets a JPEG decoder skip detail the 32x32 result can't use (it decodes at 1/2 to
+    1/8 scale while keeping at least ``draft_size`` pixels on each side); ``None`` decodes in full.
+
+    Raises:
+        ImageError: unreadable, unsupported, truncated, empty, or larger than :data:`MAX_PIXELS`.
+    """
+    if isinstance(source, Image.Image):
+        _check_size(source.size)
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageError("The file is empty. Choose a photo (JPEG, PNG, WebP, GIF, BMP or TIFF).")
+        fp: BinaryIO | str | os.PathLike = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"No such file: {path.name}.")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path.name} is empty. Choose a photo (JPEG, PNG, WebP, GIF, BMP or TIFF).")
+        fp = path
+    elif hasattr(source, "read"):
+        fp = source
+    else:
+        raise ImageError(f"Can't read a picture from a {type(source).__name__}; pass a path, bytes or a PIL image.")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (instead of failing) on 89-179 Mpx; our own limit is stricter anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp, formats=FORMATS)
+        _check_size(img.size)
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()  # decoding happens here: inside the error handling
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(
+            "This file is not a picture we can read. Use a JPEG, PNG, WebP, GIF, BMP or TIFF image."
+        ) from None
+    except Image.DecompressionBombError:
+        raise ImageError(_too_big_message()) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
+        raise ImageError(f"The picture could not be decoded (it may be truncated or corrupt): {err}.") from None
+    return img
+
+
+def _too_big_message(size: tuple[int, int] | None = None) -> str:
+    dims = f" ({size[0]}x{size[1]})" if size else ""
+    return f"The picture is too large{dims}: the limit is {MAX_PIXELS // 1_000_000} megapixels. Use a smaller copy."
+
+
+def _check_size(size: tuple[int, int]) -> None:
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise ImageError("The picture has no pixels.")
+    if w * h > MAX_PIXELS:
+        raise ImageError(_too_big_message(size))
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """First frame, upright, 8-bit RGB, transparency composited onto :data:`BACKGROUND`."""
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img = ImageOps.exif_transpose(img) or img
+    except Exception:  # a malformed EXIF block must not cost the user the prediction
+        pass
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        img = _high_depth_to_l(img)
+    if img.mode == "RGB":
+        return img
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if not has_alpha:
+        return img.convert("RGB")
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _high_depth_to_l(img: Image.Image) -> Image.Image:
+    # Pillow's convert("L") clips 16-bit values at 255 (a 16-bit photo turns white): scale instead.
+    a = np.asarray(img, dtype=np.float64)
+    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    if img.mode == "F" and a.size and a.max() <= 1.0 and a.min() >= 0.0:
+        a = a * 255.0  # float images in [0, 1]
+    elif img.mode != "F" and a.size and a.max() > 255:
+        a = a / 257.0  # 16-bit range -> 8-bit
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+
+
+def center_square_resize(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
+    """Crop the largest centred square and resize it to ``size`` x ``size`` (antialiased bicubic)."""
+    w, h = img.size
+    if (w, h) == (size, size):
+        return img
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side),
+                      reducing_gap=3.0)
+
+
+def to_uint8(source: ImageInput, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Any picture -> the ``size`` x ``size`` x 3 uint8 RGB array the network sees (before normalising).
+
+    Raises:
+        ImageError: the input can't be used (see :func:`open_image`).
+    """
+    img = to_rgb(open_image(source))
+    try:
+        return np.array(center_square_resize(img, size), dtype=np.uint8)
+    except (OSError, ValueError, MemoryError) as err:
+        raise ImageError(f"The picture could not be processed: {err}.") from None
+
+
+def normalize(images: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
+    """uint8 images, N x H x W x 3 (or H x W x 3) -> float32 N x 3 x H x W, normalised per channel.
+
+    The single normalisation used by training (on the GPU, in batches) and by inference.
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize takes uint8 pixels, got {images.dtype}")
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+def preprocess(source: ImageInput, mean=CIFAR_MEAN, std=CIFAR_STD, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Any picture -> a normalised 1 x 3 x ``size`` x ``size`` float tensor for :class:`CifarCNN`.
+
+    Raises:
+        ImageError: the input can't be used; the message says why in words a user can act on.
+    """
+    return normalize(torch.from_numpy(to_uint8(source, size)), mean, std)
