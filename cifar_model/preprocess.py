@@ -18,9 +18,11 @@ How a picture becomes 32x32 (a documented choice, tested in tests/test_preproces
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
-import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -35,10 +37,18 @@ ImageInput = Union[Image.Image, str, os.PathLike, bytes, bytearray, BinaryIO]
 # Largest picture accepted, in pixels (width x height), checked before decoding. 50 Mpx covers a
 # 48 Mpx phone photo; Pillow's own bomb check only warns below 89 Mpx.
 MAX_PIXELS = 50_000_000
-# Decoders allowed to run on untrusted input.
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO")
+# Decoders allowed to run on untrusted input. Multi-picture JPEGs from phones (MPO) are opened by
+# the JPEG decoder; "MPO" has no opener of its own, and naming it here made Image.open raise
+# KeyError('MPO') for every file no listed decoder recognised.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 # Background for transparent pixels (see module docstring).
 BACKGROUND = (255, 255, 255)
+
+_SUPPORTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+_NOT_A_PICTURE = f"This file is not a picture we can read. Use a {_SUPPORTED} image."
+_TRUNCATED = "The picture is incomplete: the file ends too early. Upload the whole file again."
+_DAMAGED = "The picture is damaged and could not be decoded. Open it in an image viewer and save it again as JPEG or PNG."
+_log = logging.getLogger(__name__)
 
 
 class ImageError(ValueError):
@@ -50,48 +60,66 @@ def open_image(source: ImageInput, *, draft_size: int | None = 4 * IMAGE_SIZE) -
 
     ``draft_size`` lets a JPEG decoder skip detail the 32x32 result can't use (it decodes at 1/2 to
     1/8 scale while keeping at least ``draft_size`` pixels on each side); ``None`` decodes in full.
+    Only the first frame of an animation is decoded, and a file opened from a path is closed
+    before this returns (the image no longer needs it).
 
     Raises:
         ImageError: unreadable, unsupported, truncated, empty, or larger than :data:`MAX_PIXELS`.
     """
     if isinstance(source, Image.Image):
         _check_size(source.size)
+        with _decoding():  # a picture from Image.open is decoded lazily: here, inside the handling
+            source.load()
         return source
     if isinstance(source, (bytes, bytearray)):
         if not source:
-            raise ImageError("The file is empty. Choose a photo (JPEG, PNG, WebP, GIF, BMP or TIFF).")
+            raise ImageError(f"The file is empty. Choose a photo ({_SUPPORTED}).")
         fp: BinaryIO | str | os.PathLike = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"No such file: {path.name}.")
         if path.stat().st_size == 0:
-            raise ImageError(f"{path.name} is empty. Choose a photo (JPEG, PNG, WebP, GIF, BMP or TIFF).")
+            raise ImageError(f"{path.name} is empty. Choose a photo ({_SUPPORTED}).")
         fp = path
     elif hasattr(source, "read"):
         fp = source
     else:
-        raise ImageError(f"Can't read a picture from a {type(source).__name__}; pass a path, bytes or a PIL image.")
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns (instead of failing) on 89-179 Mpx; our own limit is stricter anyway.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fp, formats=FORMATS)
-        _check_size(img.size)
-        if draft_size and img.format == "JPEG":
+        raise ImageError(f"Can't read a picture from an object of type {type(source).__name__}. "
+                         "Pass a file path, the file's bytes, a binary file or a PIL image.")
+    # Leaving Image.open's `with` closes a file Pillow opened from a path (for multi-frame formats
+    # it would otherwise stay open, for seeking, until garbage collection); the loaded frame stays.
+    with _decoding(), Image.open(fp, formats=FORMATS) as img:
+        _check_size(img.size)  # from the header: nothing is decoded yet
+        if draft_size and img.format in ("JPEG", "MPO"):
             img.draft("RGB", (draft_size, draft_size))
-        img.load()  # decoding happens here: inside the error handling
+        img.load()
+    return img
+
+
+@contextlib.contextmanager
+def _decoding() -> Iterator[None]:
+    """Turn whatever decoding untrusted bytes raises into an ImageError with a fixed sentence.
+
+    Pillow's messages are for developers (reprs of bytes and file objects): they go to the debug
+    log, not to the user.
+    """
+    try:
+        yield
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(
-            "This file is not a picture we can read. Use a JPEG, PNG, WebP, GIF, BMP or TIFF image."
-        ) from None
-    except Image.DecompressionBombError:
+        raise ImageError(_NOT_A_PICTURE) from None
+    # Pillow warns from 89.5 Mpx: only on a picture MAX_PIXELS refuses anyway, so the warning is
+    # left to the warnings filters, and caught here if they make it an error. Silencing it with
+    # warnings.catch_warnings() is not thread-safe: threads restoring each other's saved filters
+    # left the "ignore" installed process-wide.
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError):
         raise ImageError(_too_big_message()) from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
-        raise ImageError(f"The picture could not be decoded (it may be truncated or corrupt): {err}.") from None
-    return img
+    except Exception as err:  # plugins raise OSError, SyntaxError, ValueError, struct.error... on bad bytes
+        _log.debug("decoding failed: %r", err)
+        truncated = isinstance(err, EOFError) or "truncated" in str(err)
+        raise ImageError(_TRUNCATED if truncated else _DAMAGED) from None
 
 
 def _too_big_message(size: tuple[int, int] | None = None) -> str:
@@ -109,33 +137,42 @@ def _check_size(size: tuple[int, int]) -> None:
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """First frame, upright, 8-bit RGB, transparency composited onto :data:`BACKGROUND`."""
-    try:
-        if getattr(img, "n_frames", 1) > 1:
+    # tell(), not n_frames: counting frames walks the whole file (a GIF of 50,000 frames: 0.2 s).
+    if img.tell() != 0:  # a PIL animation handed over at a later frame
+        with _decoding():
             img.seek(0)
+            img.load()
+    try:
         img = ImageOps.exif_transpose(img) or img
     except Exception:  # a malformed EXIF block must not cost the user the prediction
         pass
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         img = _high_depth_to_l(img)
-    if img.mode == "RGB":
-        return img
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if img.mode == "La":
+        img = img.convert("LA")  # premultiplied: Pillow converts it only to LA
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in img.info
     if not has_alpha:
-        return img.convert("RGB")
-    rgba = img.convert("RGBA")
+        return img if img.mode == "RGB" else img.convert("RGB")
+    rgba = img.convert("RGBA")  # also applies a palette's or an RGB/grey colour key's transparency
     background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 def _high_depth_to_l(img: Image.Image) -> Image.Image:
     # Pillow's convert("L") clips 16-bit values at 255 (a 16-bit photo turns white): scale instead.
-    a = np.asarray(img, dtype=np.float64)
-    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-    if img.mode == "F" and a.size and a.max() <= 1.0 and a.min() >= 0.0:
+    raw = np.asarray(img)
+    a = np.nan_to_num(raw.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if img.mode.startswith("I;16"):
+        a = a / 257.0  # the 16-bit range -> 8 bits, whatever range this picture happens to use
+    elif img.mode == "I" and a.size and a.max() > 255:
+        a = a / 257.0  # 32-bit integers holding 16-bit samples
+    elif img.mode == "F" and a.size and a.max() <= 1.0 and a.min() >= 0.0:
         a = a * 255.0  # float images in [0, 1]
-    elif img.mode != "F" and a.size and a.max() > 255:
-        a = a / 257.0  # 16-bit range -> 8-bit
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+    grey = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+    transparent = img.info.get("transparency")
+    if isinstance(transparent, int):  # a PNG colour key: pixels of this grey level are transparent
+        grey.putalpha(Image.fromarray(np.where(raw == transparent, 0, 255).astype(np.uint8)))
+    return grey
 
 
 def center_square_resize(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
@@ -155,11 +192,16 @@ def to_uint8(source: ImageInput, size: int = IMAGE_SIZE) -> np.ndarray:
     Raises:
         ImageError: the input can't be used (see :func:`open_image`).
     """
-    img = to_rgb(open_image(source))
+    img = open_image(source)
     try:
-        return np.array(center_square_resize(img, size), dtype=np.uint8)
-    except (OSError, ValueError, MemoryError) as err:
-        raise ImageError(f"The picture could not be processed: {err}.") from None
+        return np.array(center_square_resize(to_rgb(img), size), dtype=np.uint8)
+    except ImageError:
+        raise
+    except (OSError, ValueError, TypeError, EOFError, MemoryError) as err:
+        # e.g. a colour mode Pillow can't convert to RGB ("La" before its fix, exotic TIFF modes)
+        _log.debug("converting a %s picture failed: %r", img.mode, err)
+        raise ImageError(f"The picture's colour format ({img.mode}) is not supported. "
+                         "Save it again as JPEG or PNG.") from None
 
 
 def normalize(images: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:

@@ -54,7 +54,7 @@ def resolve(source: str | Path | None = None, revision: str | None = None, **hub
 
     ``None`` is the bundled ``weights/``; an existing directory is used as it is (a folder path
     always wins, so name a Hub repo that has the same name as a local folder by its full id);
-    anything else must look like a Hub repo id (``name`` or ``owner/name``) and is downloaded with
+    any other string must look like a Hub repo id (``name`` or ``owner/name``) and is downloaded with
     huggingface_hub at ``revision`` (a branch, tag or, to pin it, a 40-hex commit sha).
 
     Raises:
@@ -66,19 +66,25 @@ def resolve(source: str | Path | None = None, revision: str | None = None, **hub
     if path.is_dir():
         return WeightsInfo(str(source), path)
     text = str(source)
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or not _REPO_ID.match(text):
+    if path.exists():  # a file such as weights/model.safetensors: the folder was meant, not a repo
+        raise ModelLoadError(f"{text} is a file: pass the weights folder that holds it")
+    # A Path object always names a local folder, even when its text would also be a valid repo id.
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or not _REPO_ID.match(text)
+    if isinstance(source, Path) or looks_like_path:
         raise ModelLoadError(f"No such weights folder: {text}")
     folder = _download(text, revision, **hub_kwargs)
     return WeightsInfo(text, folder, revision=folder.name if _FULL_SHA.match(folder.name) else revision)
 
 
 def _download(repo_id: str, revision: str | None, **hub_kwargs) -> Path:
+    import httpx2  # huggingface_hub 2.x's HTTP client: its transport errors are not OSErrors
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
+        XetDownloadError,
     )
 
     where = f"{repo_id}@{revision}" if revision else repo_id
@@ -92,7 +98,8 @@ def _download(repo_id: str, revision: str | None, **hub_kwargs) -> Path:
         raise ModelLoadError(
             f"Could not reach the Hugging Face Hub for {where}, and it is not in the local cache."
         ) from None
-    except (HfHubHTTPError, OSError, ValueError) as err:
+    # httpx2.HTTPError: the connection failed after the file listing (retries exhausted, proxy).
+    except (HfHubHTTPError, OSError, ValueError, httpx2.HTTPError, XetDownloadError) as err:
         raise ModelLoadError(f"Could not download {where} from the Hugging Face Hub: {err}") from None
 
 

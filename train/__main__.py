@@ -1,0 +1,112 @@
+"""``python -m train``: fit the seed CNN, score it once on the test split, write a Hub-ready folder,
+and optionally push it to the Hugging Face Hub.
+
+    python -m train --data ../shared/data/cifar10-jpeg.tar.gz --out weights
+    python -m train --data torchvision --out runs/cifar --push-to-hub you/cifar10-seed-cnn
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cifar_model import Classifier
+
+from . import data as datasets
+from .recipe import TrainConfig, config_dict, fit, per_epoch_line, predict_logits, split_train_val
+from .report import metrics_for, score, write_folder
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="torchvision",
+                   help="'torchvision' (download the original CIFAR-10) or an ImageFolder tree or .tar/.tar.gz of one")
+    p.add_argument("--out", type=Path, default=Path("runs/cifar10-seed-cnn"), help="folder to write (default %(default)s)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub model repo")
+    p.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    p.add_argument("--limit", type=int, default=0, help="use only this many training pictures (quick trials)")
+    p.add_argument("--cache-dir", type=Path, default=datasets.DEFAULT_CACHE, help="decoded-data cache (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar, only the per-epoch lines")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        value = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            p.add_argument(flag, type=type(value), default=value, help=f"default {value}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python -m train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "extra"})
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        print("No GPU: training on the CPU with bf16 autocast. Expect minutes per epoch, not seconds.", flush=True)
+
+    cifar = datasets.load(args.data, args.cache_dir)
+    train_x, train_y, val_x, val_y = split_train_val(cifar.train_images, cifar.train_labels, cfg.val_size, cfg.seed)
+    if args.limit:
+        train_x, train_y = train_x[: args.limit], train_y[: args.limit]
+        cfg.batch_size = min(cfg.batch_size, len(train_x))
+    print(f"data: {cifar.source}: {len(train_x):,} train / {len(val_x):,} val / {len(cifar.test_images):,} test"
+          f" | device {device} | {cfg.epochs} epochs", flush=True)
+
+    model, history, seconds = fit(cfg, train_x, train_y, val_x, val_y, device,
+                                  log=lambda e: print(per_epoch_line(e, cfg.epochs), flush=True),
+                                  progress=not args.no_progress)
+    # The test split, once: the same uint8 pictures, normalisation and flip rule as Classifier.predict.
+    test_x = torch.from_numpy(cifar.test_images).to(device)
+    test_y = torch.from_numpy(cifar.test_labels).to(device)
+    logits = predict_logits(model, test_x, model.mean, model.std, cfg.tta)
+    scores = score(logits, test_y, cifar.classes)
+    metrics = metrics_for(model, scores, config_dict(cfg), train_seconds=seconds,
+                          val_accuracy=history[-1].val_acc, dataset=cifar.test_name, data_source=cifar.source,
+                          train_images=len(train_x), history=[vars(h) for h in history])
+    metrics["repo_id"] = args.push_to_hub
+    write_folder(model, args.out, metrics, command)
+    print(f"test accuracy {scores['test_accuracy']:.2%} ({cifar.test_name}) | trained in {seconds:.1f}s"
+          f" | wrote {args.out}/", flush=True)
+    _check_roundtrip(args.out, model, cifar.test_images[:256])
+    if args.push_to_hub:
+        return _push(args.out, args.push_to_hub, args.private)
+    return 0
+
+
+def _check_roundtrip(folder: Path, model, pictures: np.ndarray) -> None:
+    """The folder must load with the library and give the trained model's answers."""
+    clf = Classifier.from_pretrained(folder)
+    ours = clf.logits(torch.from_numpy(pictures)).argmax(1)
+    theirs = predict_logits(model.cpu(), torch.from_numpy(pictures), model.mean, model.std, clf.tta).argmax(1)
+    agree = (ours == theirs).float().mean().item()
+    if agree < 0.99:
+        raise SystemExit(f"{folder} does not reproduce the trained model ({agree:.1%} agreement)")
+
+
+def _push(folder: Path, repo_id: str, private: bool) -> int:
+    from .publish import PublishError, push_folder
+
+    try:
+        sha = push_folder(folder, repo_id, private=private)
+    except PublishError as err:
+        print(f"push failed: {err}", file=sys.stderr)
+        return 3
+    print(f"pushed {repo_id} at commit {sha}\n"
+          f'load it with: Classifier.from_pretrained("{repo_id}", revision="{sha}")', flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
