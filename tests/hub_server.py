@@ -8,7 +8,7 @@ needed; the NDJSON commit payload carries the files base64-encoded) and download
 
 Everything lives in memory and is served on 127.0.0.1 from a daemon thread::
 
-    with FakeHub() as hub:                      # or FakeHub(reject_auth=True): every request is a 401
+    with FakeHub() as hub:                      # or FakeHub(refuse=401): every request is a 401
         HfApi(endpoint=hub.url, token="t").create_repo("me/model")
 
 A request that matches no route gets a 404 and is listed in ``hub.unknown``, so a test can show
@@ -21,7 +21,6 @@ import base64
 import hashlib
 import json
 import re
-import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,16 +42,12 @@ _ROUTES = [
 ]
 
 
+_REFUSALS = {401: "Invalid credentials in Authorization header", 403: "You don't have the rights to do this"}
+
+
 def git_blob_sha(content: bytes) -> str:
     """The git blob id of ``content``: what the Hub reports as a regular file's oid and ETag."""
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (for connection-refused tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HubError(Exception):
@@ -96,14 +91,14 @@ class FakeHub:
     """The stand-in Hub server: start with ``with FakeHub() as hub``; ``hub.url`` is its endpoint.
 
     Args:
-        reject_auth: answer every request with 401 "Invalid credentials", as the Hub does for a
-            revoked or mistyped token.
+        refuse: answer every request with this status: 401 "Invalid credentials", as the Hub
+            does for a revoked or mistyped token, or 403 "Forbidden", as for a read-only token.
         drop_downloads: close the connection without an answer on every file GET (HEAD still
             works), as a network that fails in the middle of a download does.
     """
 
-    def __init__(self, *, reject_auth: bool = False, drop_downloads: bool = False) -> None:
-        self.reject_auth, self.drop_downloads = reject_auth, drop_downloads
+    def __init__(self, *, refuse: int | None = None, drop_downloads: bool = False) -> None:
+        self.refuse, self.drop_downloads = refuse, drop_downloads
         self.repos: dict[str, Repo] = {}
         self.log: list[tuple[str, str, int]] = []  # (method, path, status) of every request
         self.unknown: list[str] = []  # "METHOD /path" of requests no route matched
@@ -137,9 +132,10 @@ class FakeHub:
             return repo.commit("main", files, "seeded by the test")
 
     # ------------------------------------------------------------------ API handlers
-    # Each takes (match groups, query, body, auth header) and returns (status, headers, body bytes).
+    # Each takes (the route's match groups, the query, the request body) and returns
+    # (status, headers, body bytes); a HubError becomes an error answer with the Hub's headers.
 
-    def create_repo(self, groups: dict, query: dict, body: bytes, auth: str | None) -> tuple:
+    def create_repo(self, groups: dict, query: dict, body: bytes) -> tuple:
         payload = json.loads(body)
         if payload.get("type", "model") != "model":
             raise HubError(400, "the stand-in Hub only holds model repos")
@@ -153,21 +149,21 @@ class FakeHub:
         self.repos[repo_id] = repo
         return _json(200, {"url": f"{self.url}/{repo_id}", "name": repo_id, "id": repo_id})
 
-    def validate_yaml(self, groups: dict, query: dict, body: bytes, auth: str | None) -> tuple:
+    def validate_yaml(self, groups: dict, query: dict, body: bytes) -> tuple:
         return _json(200, {"errors": [], "warnings": []})
 
-    def agent_harnesses(self, groups: dict, query: dict, body: bytes, auth: str | None) -> tuple:
+    def agent_harnesses(self, groups: dict, query: dict, body: bytes) -> tuple:
         # The client fetches this registry once per process to name an AI agent in its User-Agent.
         return _json(200, {"standardEnvVars": [], "harnesses": {}})
 
-    def model_info(self, groups: dict, query: dict, body: bytes, auth: str | None) -> tuple:
+    def model_info(self, groups: dict, query: dict, body: bytes) -> tuple:
         repo_id, repo = self._repo(groups)
         sha, files = repo.files(groups.get("rev") or "main")
         siblings = [{"rfilename": p, "size": len(c), "blobId": git_blob_sha(c)} for p, c in sorted(files.items())]
         return _json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
                            "siblings": siblings, "tags": [], "downloads": 0, "likes": 0})
 
-    def tree(self, groups: dict, query: dict, body: bytes, auth: str | None) -> tuple:
+    def tree(self, groups: dict, query: dict, body: bytes) -> tuple:
         _, repo = self._repo(groups)
         _, files = repo.files(groups["rev"])
         prefix = (groups.get("path") or "").strip("/")
@@ -185,7 +181,7 @@ class FakeHub:
         entries += [{"type": "directory", "oid": "0" * 40, "size": 0, "path": f} for f in sorted(folders)]
         return _json(200, entries)
 
-    def preupload(self, groups: dict, query: dict, body: bytes, auth: str | None) -> tuple:
+    def preupload(self, groups: dict, query: dict, body: bytes) -> tuple:
         _, repo = self._repo(groups)
         _, current = repo.files(groups["rev"])
         answers = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
@@ -193,7 +189,7 @@ class FakeHub:
                    for f in json.loads(body)["files"]]
         return _json(200, {"files": answers})
 
-    def commit(self, groups: dict, query: dict, body: bytes, auth: str | None) -> tuple:
+    def commit(self, groups: dict, query: dict, body: bytes) -> tuple:
         repo_id, repo = self._repo(groups)
         branch = groups["rev"]
         _, files = repo.files(branch)
@@ -217,7 +213,7 @@ class FakeHub:
         return _json(200, {"success": True, "commitOid": sha, "commitUrl": f"{self.url}/{repo_id}/commit/{sha}",
                            "pullRequestUrl": None, "hookOutput": ""})
 
-    def resolve(self, groups: dict, query: dict, body: bytes, auth: str | None) -> tuple:
+    def resolve(self, groups: dict, query: dict, body: bytes) -> tuple:
         _, repo = self._repo(groups)
         sha, files = repo.files(groups["rev"])
         content = files.get(groups["path"])
@@ -225,7 +221,7 @@ class FakeHub:
             raise HubError(404, f"{groups['path']} does not exist", "EntryNotFound", commit=sha)
         # Content-Length is set from the body by _Handler (also on HEAD, where no body is sent).
         headers = {"X-Repo-Commit": sha, "ETag": f'"{git_blob_sha(content)}"',
-                   "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+                   "Content-Type": "application/octet-stream"}
         return 200, headers, content
 
     def _repo(self, groups: dict) -> tuple[str, Repo]:
@@ -260,8 +256,8 @@ class _Handler(BaseHTTPRequestHandler):
             handler, groups = self._route(url.path)
             if auth:
                 hub.auth_headers.append(auth)
-            if hub.reject_auth:
-                raise HubError(401, "Invalid credentials in Authorization header")
+            if hub.refuse:
+                raise HubError(hub.refuse, _REFUSALS.get(hub.refuse, "Refused by the test"))
             if handler is None:
                 hub.unknown.append(f"{self.command} {self.path}")
                 raise HubError(404, f"stand-in Hub: no route for {self.command} {url.path}")
@@ -270,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
                 hub.log.append((self.command, url.path, 0))
                 return
             with hub.lock:
-                status, headers, payload = getattr(hub, handler)(groups, parse_qs(url.query), body, auth)
+                status, headers, payload = getattr(hub, handler)(groups, parse_qs(url.query), body)
         except HubError as err:
             status, headers, payload = _json(err.status, {"error": err.message, **err.extra})
             headers["X-Error-Message"] = err.message

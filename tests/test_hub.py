@@ -13,6 +13,8 @@ import os
 import pickle
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,9 +25,10 @@ from torch import nn
 
 from cifar_model import CLASSES, Classifier, CifarCNN, ModelLoadError
 from cifar_model.weights import CARD_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, state_dict_to_cpu
-from hub_server import FakeHub, free_port, git_blob_sha
-from train.publish import PublishError, main, push_folder
+from hub_server import FakeHub, git_blob_sha
+from train.publish import PublishError, push_folder
 
+ROOT = Path(__file__).resolve().parent.parent
 REPO = "tester/cifar10-cnn"
 TOKEN = "hf_test_token"
 ACCURACY = 0.8765
@@ -194,7 +197,7 @@ def test_uncached_repo_offline_is_a_clear_error(offline: None, revision: str | N
     assert REPO in str(err.value) and "not in the local cache" in str(err.value)
 
 
-def test_uncached_repo_with_hub_down_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uncached_repo_with_hub_down_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, free_port) -> None:
     point_client_at(monkeypatch, f"http://127.0.0.1:{free_port()}")
     expected = f"Could not reach the Hugging Face Hub for {REPO}.*not in the local cache"
     with pytest.raises(ModelLoadError, match=expected):
@@ -232,14 +235,17 @@ def test_pinned_revision_keeps_old_weights_after_a_new_push(tmp_path: Path, hub:
     assert latest.info.revision == new_sha and torch.equal(logits(latest), logits(new_model))
 
 
-def test_cli_pushes_and_prints_how_to_load(tmp_path: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture) -> None:
+def test_cli_pushes_and_prints_how_to_load(tmp_path: Path, hub: FakeHub, hf_home: Path) -> None:
+    # A subprocess, so that HF_ENDPOINT and HF_TOKEN are read at import as in a user's shell.
     make_folder(tmp_path / "w")
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    assert main([str(tmp_path / "w"), REPO, "--private"]) == 0
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HOME": str(hf_home),
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    done = subprocess.run([sys.executable, "-m", "train.publish", str(tmp_path / "w"), REPO, "--private"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
     sha = hub.repos[REPO].refs["main"]
     assert hub.repos[REPO].private
-    assert capsys.readouterr().out.splitlines() == [sha, f'Classifier.from_pretrained("{REPO}", revision="{sha}")']
+    assert done.stdout.splitlines() == [sha, f'Classifier.from_pretrained("{REPO}", revision="{sha}")']
 
 
 # ---------------------------------------------------------------------------- push failures
@@ -252,16 +258,17 @@ def test_push_without_token_says_how_to_log_in(tmp_path: Path, hub: FakeHub) -> 
     assert hub.log == [] and (tmp_path / "w" / WEIGHTS_FILE).is_file()
 
 
-def test_push_with_rejected_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("status", [401, 403])
+def test_push_with_refused_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int) -> None:
     make_folder(tmp_path / "w")
-    with FakeHub(reject_auth=True) as server:
+    with FakeHub(refuse=status) as server:
         point_client_at(monkeypatch, server.url)
-        with pytest.raises(PublishError, match="401") as err:
+        with pytest.raises(PublishError, match=f"token .*\\({status}\\)") as err:
             push_folder(tmp_path / "w", REPO, token="hf_revoked")
     assert "kept at" in str(err.value) and (tmp_path / "w" / WEIGHTS_FILE).is_file()
 
 
-def test_push_with_hub_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_with_hub_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_port) -> None:
     make_folder(tmp_path / "w")
     point_client_at(monkeypatch, f"http://127.0.0.1:{free_port()}")
     with pytest.raises(PublishError, match="could not be reached.*kept at"):

@@ -84,8 +84,7 @@ def _explain(err: Exception) -> str:
         return f"the Hub did not answer in time ({err})"
     if isinstance(err, (httpx2.HTTPError, ConnectionError)):
         return f"the Hub could not be reached ({type(err).__name__}: {err})"
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
 def main(argv: list[str] | None = None) -> int:
