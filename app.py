@@ -118,11 +118,16 @@ def image_source(payload: Any) -> str | bytes | None:
     return payload.get("path")
 
 
+def is_unsure(probs: dict[str, float]) -> bool:
+    """The unsure rule: the top class's (flip-TTA) probability is below :data:`UNSURE_BELOW`."""
+    return max(probs.values()) < UNSURE_BELOW
+
+
 def unsure_notice(probs: dict[str, float]) -> str:
-    """Markdown warning when the top probability is below :data:`UNSURE_BELOW`, else ``""``."""
-    top = max(probs, key=probs.get)
-    if probs[top] >= UNSURE_BELOW:
+    """Markdown warning when :func:`is_unsure`, else ``""``."""
+    if not is_unsure(probs):
         return ""
+    top = max(probs, key=probs.get)
     return (f"⚠️ **The model is unsure** (its best guess, *{top}*, has only {probs[top]:.0%}). "
             "The picture may show none of the ten CIFAR-10 classes, several things at once, "
             "or its subject is too small once shrunk to 32×32.")
@@ -153,6 +158,7 @@ def classify(pixels: np.ndarray) -> dict[str, float]:
 
 def predict(image: Any) -> tuple[dict[str, float] | None, str]:
     """``/predict``: one image -> (probability of each of the ten classes, unsure notice or "")."""
+    print("PREDICT CALLED", repr(image)[:150], flush=True)
     source = image_source(image)
     if source is None:
         return None, ""
@@ -182,8 +188,10 @@ def explain(image: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
     if source is None:
         return None, None
     pixels = decode(source)
+    probs = classify(pixels)  # explain the class the bars show (flip TTA), not the unflipped argmax
+    top = CLASSIFIER.classes.index(max(probs, key=probs.get))
     with _CAM_LOCK:
-        cam = grad_cam(CLASSIFIER.model, pixels)
+        cam = grad_cam(CLASSIFIER.model, pixels, class_index=top)
     return enlarge(pixels), heat_overlay(pixels, cam)
 
 
@@ -234,7 +242,7 @@ def weights_panel(info: WeightsInfo) -> str:
     acc = _fraction(metrics.get("test_accuracy"))
     if acc is None:
         acc = _fraction(info.card_accuracy)
-    lines = [f"**Weights:** `{info.label}`",
+    lines = [f"**Weights:** `{info.label}`", "",
              f"**Test accuracy:** {acc:.1%} (CIFAR-10 test split)" if acc is not None
              else "**Test accuracy:** not recorded with these weights"]
     per_class = metrics.get("per_class_accuracy")
@@ -303,8 +311,9 @@ def build_demo(classifier: Classifier, warning: str | None = None) -> gr.Blocks:
 
         # Any new picture (upload, snapshot, paste, example click, clear) triggers a prediction;
         # the slower pictures follow in their own event so /predict stays just the prediction.
-        image.change(predict, image, [label, notice], api_name="predict", preprocess=False) \
-            .success(explain, image, [seen, heat], api_name="explain", preprocess=False)
+        predicted = image.change(predict, image, [label, notice], api_name="predict", preprocess=False)
+        predicted.success(explain, image, [seen, heat], api_name="explain", preprocess=False)
+        predicted.failure(lambda: (None, None), None, [seen, heat], api_visibility="private")  # no stale pictures
         cam.stream(predict_live, cam, [live_label, live_notice], api_name="live", api_visibility="private",
                    preprocess=False, stream_every=LIVE_EVERY_S, time_limit=LIVE_LIMIT_S, show_progress="hidden")
     return demo.queue(**QUEUE_KWARGS)

@@ -45,7 +45,7 @@ def main() -> int:
     nets: dict[tuple, Net] = {}
     for spec in args.configs:
         cfg = replace(base, **parse(spec))
-        key = (cfg.dropout, cfg.compile)
+        key = (cfg.dropout, cfg.compile, cfg.compile_mode, cfg.channels_last, cfg.batch_size)
         if key not in nets:
             nets[key] = Net(cfg, device)
             fit(replace(cfg, epochs=1), xt, yt, None, None, device, progress=False, net=nets[key])  # warm-up

@@ -78,9 +78,9 @@ def open_image(source: ImageInput, *, draft_size: int | None = 4 * IMAGE_SIZE) -
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise ImageError(f"No such file: {path.name}.")
+            raise ImageError(f"No such file: {path.name}. Check the name and the folder.")
         if path.stat().st_size == 0:
-            raise ImageError(f"{path.name} is empty. Choose a photo ({_SUPPORTED}).")
+            raise ImageError(f"The file {path.name} is empty. Choose a photo ({_SUPPORTED}).")
         fp = path
     elif hasattr(source, "read"):
         fp = source
@@ -118,7 +118,7 @@ def _decoding() -> Iterator[None]:
         raise ImageError(_too_big_message()) from None
     except Exception as err:  # plugins raise OSError, SyntaxError, ValueError, struct.error... on bad bytes
         _log.debug("decoding failed: %r", err)
-        truncated = isinstance(err, EOFError) or "truncated" in str(err)
+        truncated = isinstance(err, EOFError) or "truncated" in str(err).lower()
         raise ImageError(_TRUNCATED if truncated else _DAMAGED) from None
 
 
@@ -130,7 +130,7 @@ def _too_big_message(size: tuple[int, int] | None = None) -> str:
 def _check_size(size: tuple[int, int]) -> None:
     w, h = size
     if w <= 0 or h <= 0:
-        raise ImageError("The picture has no pixels.")
+        raise ImageError("The picture has no pixels (its width or height is 0). Choose another picture.")
     if w * h > MAX_PIXELS:
         raise ImageError(_too_big_message(size))
 

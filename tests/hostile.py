@@ -32,7 +32,8 @@ EXPECTED: dict[str, str] = {
     "random.bin": "error",
     "icon.ico": "error",  # a real picture in a format outside the allow-list
     # -- damaged pictures
-    "truncated.jpg": "error",
+    "truncated.jpg": "error",  # cut in the compressed scan data
+    "truncated_header.jpg": "error",  # cut inside the Huffman tables: fails already in Image.open
     "truncated_progressive.jpg": "error",
     "truncated.png": "error",
     "truncated.gif": "error",
@@ -46,6 +47,9 @@ EXPECTED: dict[str, str] = {
     "bomb_jpeg_sof.jpg": "error",  # a JPEG frame header of 60000 x 60000
     "bomb_gif_screen.gif": "error",  # a GIF logical screen of 65535 x 65535
     "bomb_tiff.tif": "error",  # a TIFF directory of 100000 x 100000
+    "bomb_gif_frame.gif": "error",  # a 10 x 10 GIF whose first frame claims 60000 x 60000
+    "png_text_bomb.png": "error",  # a 20 KB zTXt chunk that inflates to 20 MB (Pillow caps text at 1 MB)
+    "tiff_strip_offset_past_end.tif": "error",  # strip data "at" byte 1e9 of a 10 KB file
     # -- odd but valid: each must give a prediction
     "1x1.png": "prediction",
     "8000x6.png": "prediction",
@@ -65,6 +69,10 @@ EXPECTED: dict[str, str] = {
     "lab.tif": "prediction",
     "webp_lossless.webp": "prediction",
     "bmp.bmp": "prediction",
+    "phone_mpo.jpg": "prediction",
+    # Compressed data that ends cleanly after 4 of 300 rows: Pillow (with LOAD_TRUNCATED_IMAGES
+    # off) accepts it and leaves the other rows black. Harmless: the size was checked first.
+    "png_short_idat.png": "prediction",  # a multi-picture JPEG (MPO), as some phones save photos
 }
 
 
@@ -130,7 +138,8 @@ def _build() -> tuple[tuple[str, bytes], ...]:
         "svg.png": b'<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"><rect width="32" height="32"/></svg>',
         "random.bin": np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
         "icon.ico": encode(pic, "ICO"),
-        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "truncated.jpg": _half(encode(photo(320, 240), "JPEG", quality=90)),
+        "truncated_header.jpg": jpeg[: jpeg.index(b"\xff\xc4") + 40],
         "truncated_progressive.jpg": _half(encode(pic, "JPEG", quality=90, progressive=True)),
         "truncated.png": png[: len(png) // 2],
         "truncated.gif": _half(encode(pic.quantize(), "GIF")),
@@ -143,6 +152,9 @@ def _build() -> tuple[tuple[str, bytes], ...]:
         "bomb_jpeg_sof.jpg": _jpeg_with_size(jpeg, 60_000, 60_000),
         "bomb_gif_screen.gif": _gif_with_screen(encode(frames[0], "GIF"), 65_535, 65_535),
         "bomb_tiff.tif": _tiff_with_size(encode(Image.new("L", (8, 8)), "TIFF"), 100_000, 100_000),
+        "bomb_gif_frame.gif": _gif_with_frame_size(encode(Image.new("P", (10, 10), 1), "GIF"), 60_000, 60_000),
+        "png_text_bomb.png": _png_with_chunk(png, b"zTXt", b"Comment\0\0" + zlib.compress(b"\0" * 20_000_000, 9)),
+        "tiff_strip_offset_past_end.tif": _tiff_patch(encode(pic, "TIFF"), {273: 10**9}),
         "1x1.png": encode(Image.new("RGB", (1, 1), (200, 30, 30)), "PNG"),
         "8000x6.png": encode(photo(8000, 6), "PNG"),
         "6x8000.png": encode(photo(6, 8000), "PNG"),
@@ -161,6 +173,8 @@ def _build() -> tuple[tuple[str, bytes], ...]:
         "lab.tif": encode(pic.convert("LAB"), "TIFF"),
         "webp_lossless.webp": encode(pic, "WEBP", lossless=True),
         "bmp.bmp": encode(pic, "BMP"),
+        "phone_mpo.jpg": encode(pic, "MPO", save_all=True, append_images=[photo(64, 48).rotate(180)]),
+        "png_short_idat.png": png_bomb(400, 300, rows=4),
     }
     assert files.keys() == EXPECTED.keys(), "EXPECTED and the corpus must list the same files"
     return tuple(files.items())
@@ -215,10 +229,21 @@ def _gif_many_frames(gif: bytes, count: int) -> bytes:
     return gif[:first] + gif[first:last] + block * (count - 2) + b"\x3b"
 
 
-def _apng_claiming_frames(png: bytes, frames: int) -> bytes:
-    # acTL (animation control: frame count, loop count) must come before IDAT; place it after IHDR.
+def _gif_with_frame_size(gif: bytes, width: int, height: int) -> bytes:
+    # The first image descriptor: 2C, left, top, width, height (little-endian shorts).
+    desc = gif.index(b"\x2c")
+    return gif[: desc + 5] + struct.pack("<HH", width, height) + gif[desc + 9:]
+
+
+def _png_with_chunk(png: bytes, tag: bytes, data: bytes) -> bytes:
+    # Ancillary chunks such as acTL and zTXt may sit right after IHDR (8-byte signature + 25).
     after_ihdr = 8 + 25
-    return png[:after_ihdr] + png_chunk(b"acTL", struct.pack(">II", frames, 0)) + png[after_ihdr:]
+    return png[:after_ihdr] + png_chunk(tag, data) + png[after_ihdr:]
+
+
+def _apng_claiming_frames(png: bytes, frames: int) -> bytes:
+    # acTL: animation control (frame count, loop count), which must come before IDAT.
+    return _png_with_chunk(png, b"acTL", struct.pack(">II", frames, 0))
 
 
 def _tiff_with_size(tiff: bytes, width: int, height: int) -> bytes:

@@ -39,6 +39,8 @@ class TrainConfig:
     val_size: int = 5000  # training pictures held out for validation (0: train on all 50,000)
     seed: int = 0  # seeds torch and the validation split
     compile: bool = True  # torch.compile the model (on CUDA; pays after its one-off compile)
+    compile_mode: str = "default"  # torch.compile mode: "default", "reduce-overhead" (CUDA graphs), ...
+    channels_last: bool = True  # NHWC memory layout for the convolutions
     extra: dict = field(default_factory=dict)  # free-form notes carried to the metrics
 
 
@@ -138,9 +140,11 @@ class Net:
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         self.device = device
-        self.model = CifarCNN(dropout=cfg.dropout).to(device).to(memory_format=torch.channels_last)
+        self.model = CifarCNN(dropout=cfg.dropout).to(device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         compiled = cfg.compile and device.type == "cuda"
-        self.forward = torch.compile(self.model) if compiled else self.model
+        self.forward = torch.compile(self.model, mode=cfg.compile_mode) if compiled else self.model
 
     def reset(self, seed: int) -> None:
         torch.manual_seed(seed)
@@ -191,7 +195,7 @@ def fit(cfg: TrainConfig, train_images: np.ndarray, train_labels: np.ndarray,
         model.train()
         with torch.no_grad():
             epoch_x = _augment(normalize(xs, mean, std).to(dtype), cfg.translate, cfg.cutout)
-            epoch_x = epoch_x.contiguous(memory_format=torch.channels_last)
+            epoch_x = epoch_x.contiguous(memory_format=net.memory_format)
         order = torch.randperm(len(xs), device=device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
