@@ -69,10 +69,10 @@ EXPECTED: dict[str, str] = {
     "lab.tif": "prediction",
     "webp_lossless.webp": "prediction",
     "bmp.bmp": "prediction",
-    "phone_mpo.jpg": "prediction",
-    # Compressed data that ends cleanly after 4 of 300 rows: Pillow (with LOAD_TRUNCATED_IMAGES
+    "phone_mpo.jpg": "prediction",  # a multi-picture JPEG (MPO), as some phones save photos
+    # Compressed data that ends cleanly after 4 of 300 rows: Pillow (even with LOAD_TRUNCATED_IMAGES
     # off) accepts it and leaves the other rows black. Harmless: the size was checked first.
-    "png_short_idat.png": "prediction",  # a multi-picture JPEG (MPO), as some phones save photos
+    "png_short_idat.png": "prediction",
 }
 
 
@@ -124,7 +124,7 @@ def png_bomb(width: int, height: int, rows: int = 64) -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def _build() -> tuple[tuple[str, bytes], ...]:
-    # Built once per process (about 0.1 s); a tuple so the cache can't be mutated by a caller.
+    # Built once per process (about 0.2 s); a tuple so the cache can't be mutated by a caller.
     pic = photo()
     jpeg = encode(pic, "JPEG", quality=90)
     png = encode(pic, "PNG")

@@ -11,6 +11,7 @@ import importlib
 import io
 import math
 import re
+import sys
 import threading
 import time
 import tracemalloc
@@ -285,8 +286,6 @@ def test_open_image_leaves_warnings_filters_alone_under_threads(files):
     # warnings.catch_warnings() is process-wide and not thread-safe: with threads entering and
     # leaving it concurrently, one thread's saved filters overwrite another's and an "ignore"
     # filter stayed installed for good. open_image must not touch the filters at all.
-    import sys
-
     before = list(warnings.filters)
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible, to expose races
