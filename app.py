@@ -158,7 +158,6 @@ def classify(pixels: np.ndarray) -> dict[str, float]:
 
 def predict(image: Any) -> tuple[dict[str, float] | None, str]:
     """``/predict``: one image -> (probability of each of the ten classes, unsure notice or "")."""
-    print("PREDICT CALLED", repr(image)[:150], flush=True)
     source = image_source(image)
     if source is None:
         return None, ""
