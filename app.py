@@ -55,6 +55,9 @@ MAX_DATA_URL_CHARS = 10_000_000
 UNREADABLE = "This file is not a picture we can read. Use a JPEG, PNG, WebP, GIF, BMP or TIFF image."
 PREVIEW_SIZE = 256  # "what the model sees": 32x32 enlarged 8x, nearest neighbour
 LIVE_EVERY_S, LIVE_LIMIT_S = 0.4, 60  # one live session streams a frame every 0.4 s for at most 60 s
+# A live session holds a worker of its own event for up to LIVE_LIMIT_S, but a frame costs a few ms:
+# allow more sessions at once than uploads (they never take /predict's workers).
+LIVE_SESSIONS = 4
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -279,8 +282,9 @@ its ten classes it shows (airplane, automobile, bird, cat, deer, dog, frog, hors
 It only ever sees a **32×32** thumbnail of the picture's centre square: see *What the model sees*."""
 
 
-def build_demo(classifier: Classifier, warning: str | None = None) -> gr.Blocks:
-    """The page and its events for ``classifier``; ``warning`` (if any) is shown at the top."""
+def build_demo(info: WeightsInfo, warning: str | None = None) -> gr.Blocks:
+    """The page and its events (served by the module's :data:`CLASSIFIER`, described by ``info``);
+    ``warning``, if any, is shown at the top."""
     with gr.Blocks(title="CIFAR-10 classifier") as demo:
         gr.Markdown(INTRO)
         gr.Markdown(f"⚠️ {warning}", visible=bool(warning), elem_id="load-warning")
@@ -306,7 +310,7 @@ def build_demo(classifier: Classifier, warning: str | None = None) -> gr.Blocks:
                     live_notice = gr.Markdown()
                     live_label = probability_bars()
         with gr.Accordion("About these weights", open=False):
-            gr.Markdown(weights_panel(classifier.info), elem_id="weights-panel")
+            gr.Markdown(weights_panel(info), elem_id="weights-panel")
 
         # Any new picture (upload, snapshot, paste, example click, clear) triggers a prediction;
         # the slower pictures follow in their own event so /predict stays just the prediction.
@@ -314,7 +318,8 @@ def build_demo(classifier: Classifier, warning: str | None = None) -> gr.Blocks:
         predicted.success(explain, image, [seen, heat], api_name="explain", preprocess=False)
         predicted.failure(lambda: (None, None), None, [seen, heat], api_visibility="private")  # no stale pictures
         cam.stream(predict_live, cam, [live_label, live_notice], api_name="live", api_visibility="private",
-                   preprocess=False, stream_every=LIVE_EVERY_S, time_limit=LIVE_LIMIT_S, show_progress="hidden")
+                   preprocess=False, stream_every=LIVE_EVERY_S, time_limit=LIVE_LIMIT_S, concurrency_limit=LIVE_SESSIONS,
+                   show_progress="hidden")
     return demo.queue(**QUEUE_KWARGS)
 
 
@@ -322,7 +327,7 @@ def build_demo(classifier: Classifier, warning: str | None = None) -> gr.Blocks:
 # (tests, `gradio app.py`, a Space) configures the model through MODEL_REPO / MODEL_REVISION.
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 CLASSIFIER, LOAD_WARNING = load_classifier(ARGS.model, ARGS.revision)
-demo = build_demo(CLASSIFIER, LOAD_WARNING)
+demo = build_demo(CLASSIFIER.info, LOAD_WARNING)
 
 if __name__ == "__main__":
     demo.launch(server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share, **LAUNCH_KWARGS)
