@@ -326,7 +326,12 @@ def build_demo(info: WeightsInfo, warning: str | None = None) -> gr.Blocks:
 # Model loaded once at import. Command-line flags count only when run as a script: an importer
 # (tests, `gradio app.py`, a Space) configures the model through MODEL_REPO / MODEL_REVISION.
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-CLASSIFIER, LOAD_WARNING = load_classifier(ARGS.model, ARGS.revision)
+try:
+    CLASSIFIER, LOAD_WARNING = load_classifier(ARGS.model, ARGS.revision)
+except ModelLoadError as err:  # even the bundled weights failed: nothing to serve
+    if __name__ != "__main__":
+        raise
+    sys.exit(f"error: {err}")
 demo = build_demo(CLASSIFIER.info, LOAD_WARNING)
 
 if __name__ == "__main__":
