@@ -71,6 +71,8 @@ def _card_body(m: dict, command: str) -> str:
     sep = "|---" * (len(classes) + 1) + "|"
     rows = "\n".join(f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, m["confusion_matrix"]))
     cfg = m["config"]
+    load_line = (f'clf = Classifier.from_pretrained("{m["repo_id"]}", revision="<commit sha printed by the push>")'
+                 if m.get("repo_id") else 'clf = Classifier.from_pretrained("path/to/this/folder")  # or a Hub repo id')
     tta = "with flip test-time augmentation (the mean of the logits of the picture and its mirror image), as `Classifier.predict` does" if cfg["tta"] else "without test-time augmentation"
     val = f"{m['val_accuracy']:.2%} on {cfg['val_size']:,} training pictures held out" if m.get("val_accuracy") is not None else "none held out"
     return f"""
@@ -87,7 +89,7 @@ the recipe was tuned on a held-out part of the training split.
 
 ```python
 from cifar_model import Classifier  # the library in the demo's repository
-clf = Classifier.from_pretrained("{m.get('repo_id') or 'OWNER/cifar10-seed-cnn'}", revision="<commit sha>")
+{load_line}
 clf.predict("photo.jpg")  # [{{"airplane": 0.01, ..., "truck": 0.00}}]
 ```
 
@@ -115,7 +117,7 @@ Validation accuracy: {val}.
 
 - Data: {m['data_source']}; {m['train_images']:,} training pictures.
 - Hardware: {m['hardware']}; training time {m['train_seconds']:.1f} s for {cfg['epochs']} epochs
-  (first step to last, evaluation excluded{', torch.compile time excluded' if cfg.get('compile') else ''}).
+  (first step to last, evaluation excluded{f"; torch.compile and warm-up took another {m['compile_seconds']:.0f} s" if m.get('compile_seconds') else ''}).
 - Recipe: SGD with Nesterov momentum {cfg['momentum']}, batch {cfg['batch_size']}, one-cycle learning rate
   peaking at {cfg['lr']}, weight decay {cfg['weight_decay']}, label smoothing {cfg['label_smoothing']},
   dropout {cfg['dropout']}, random flip + translate {cfg['translate']} px{f" + cutout {cfg['cutout']} px" if cfg['cutout'] else ''},

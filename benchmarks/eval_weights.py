@@ -1,0 +1,43 @@
+"""Score weights the way the app predicts: ``Classifier.predict`` on every encoded test picture.
+
+    python benchmarks/eval_weights.py --data ../shared/data/cifar10-jpeg.tar.gz [--model weights]
+
+Each JPEG goes through the library's whole path (decode, crop/resize, normalise, fused CPU network,
+flip TTA); the accuracy is compared with the figure in the weights' model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cifar_model import CLASSES, Classifier  # noqa: E402
+from train.data import _members  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="ImageFolder tree or .tar/.tar.gz of one")
+    p.add_argument("--model", default=None, help="weights folder or Hub repo id (default: bundled weights/)")
+    args = p.parse_args()
+    clf = Classifier.from_pretrained(args.model)
+    items = list(_members(Path(args.data), "test"))
+    t0 = time.perf_counter()
+    correct = 0
+    for start in range(0, len(items), 500):
+        chunk = items[start:start + 500]
+        probs = clf.predict([blob for blob, _ in chunk])
+        correct += sum(max(p, key=p.get) == CLASSES[label] for p, (_, label) in zip(probs, chunk))
+    acc = correct / len(items)
+    card = clf.info.card_accuracy
+    print(f"Classifier.predict on {len(items):,} test pictures: {acc:.2%} ({time.perf_counter() - t0:.0f}s)")
+    if card is not None:
+        print(f"model card: {card:.2%}; difference {abs(acc - card) * 100:.2f} points")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
