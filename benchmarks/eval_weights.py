@@ -15,16 +15,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cifar_model import CLASSES, Classifier  # noqa: E402
-from train.data import _members  # noqa: E402
+from train.data import iter_split  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="ImageFolder tree or .tar/.tar.gz of one")
     p.add_argument("--model", default=None, help="weights folder or Hub repo id (default: bundled weights/)")
+    p.add_argument("--precision", nargs="+", default=["auto"], help="auto, fp32 and/or bf16 (one line each)")
     args = p.parse_args()
-    clf = Classifier.from_pretrained(args.model)
-    items = list(_members(Path(args.data), "test"))
+    items = list(iter_split(Path(args.data), "test"))
+    for precision in args.precision:
+        evaluate(Classifier.from_pretrained(args.model, precision=precision), items)
+    return 0
+
+
+def evaluate(clf: Classifier, items: list[tuple[bytes, int]]) -> None:
     t0 = time.perf_counter()
     correct = 0
     for start in range(0, len(items), 500):
@@ -33,10 +39,10 @@ def main() -> int:
         correct += sum(max(p, key=p.get) == CLASSES[label] for p, (_, label) in zip(probs, chunk))
     acc = correct / len(items)
     card = clf.info.card_accuracy
-    print(f"Classifier.predict on {len(items):,} test pictures: {acc:.2%} ({time.perf_counter() - t0:.0f}s)")
+    print(f"Classifier.predict ({clf.backend}) on {len(items):,} test pictures: {acc:.2%}"
+          f" ({time.perf_counter() - t0:.0f}s)")
     if card is not None:
-        print(f"model card: {card:.2%}; difference {abs(acc - card) * 100:.2f} points")
-    return 0
+        print(f"  model card: {card:.2%}; difference {abs(acc - card) * 100:.2f} points")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +38,24 @@ def _fused_for_inference(model: CifarCNN) -> nn.Module:
     return fused.to(memory_format=torch.channels_last)
 
 
+def _cpu_has_amx_bf16() -> bool:
+    """True where the CPU multiplies bf16 in hardware (Intel AMX), so bf16 inference pays."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any("amx_bf16" in line for line in f if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def _pick_precision(precision: str) -> torch.dtype:
+    precision = os.environ.get("CIFAR_PRECISION", precision) if precision == "auto" else precision
+    if precision == "auto":
+        return torch.bfloat16 if _cpu_has_amx_bf16() else torch.float32
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 class Classifier:
     """A loaded CifarCNN with its preprocessing, ready to classify pictures on the CPU.
 
@@ -45,27 +64,34 @@ class Classifier:
     with.
     """
 
-    def __init__(self, model: CifarCNN, info: WeightsInfo | None = None, *, tta: bool = True) -> None:
+    def __init__(self, model: CifarCNN, info: WeightsInfo | None = None, *, tta: bool = True,
+                 precision: str = "auto") -> None:
+        """Wrap a model. ``precision``: ``"fp32"``, ``"bf16"``, or ``"auto"`` (the default; the
+        ``CIFAR_PRECISION`` environment variable can set it): bf16 on CPUs with AMX, where it runs
+        the network about twice as fast for the same test accuracy (benchmarks/infer_speed.py)."""
         self.model = model.eval()
         self.info = info or WeightsInfo("in-memory", Path("."))
         self.tta = tta
         self.classes: list[str] = list(model.classes)
         self.mean, self.std, self.image_size = model.mean, model.std, model.image_size
-        self._net = _fused_for_inference(model)
+        self.dtype = _pick_precision(precision)
+        self._net = _fused_for_inference(model).to(self.dtype)
+        self.backend = f"{'bf16' if self.dtype == torch.bfloat16 else 'fp32'}, BatchNorm folded, channels-last"
 
     @classmethod
-    def from_pretrained(cls, source: str | Path | None = None, revision: str | None = None, **hub_kwargs) -> "Classifier":
+    def from_pretrained(cls, source: str | Path | None = None, revision: str | None = None, *,
+                        precision: str = "auto", **hub_kwargs) -> "Classifier":
         """Load weights: ``None`` -> the bundled ``weights/``; a folder path -> that folder; anything
         else -> a Hugging Face Hub repo id, downloaded at ``revision`` (pin a commit sha for
         reproducibility). Extra keyword arguments go to ``huggingface_hub.snapshot_download``
-        (``cache_dir``, ``token``, ``local_files_only``...).
+        (``cache_dir``, ``token``, ``local_files_only``...). ``precision``: see ``__init__``.
 
         Raises:
             ModelLoadError: missing or corrupt files, another architecture, Hub unreachable with
                 nothing cached. Loading is strict: a wrong or missing tensor is an error.
         """
         info = resolve(source, revision, **hub_kwargs)
-        return cls(load_model(info), info)
+        return cls(load_model(info), info, precision=precision)
 
     def to_uint8(self, image: ImageInput) -> np.ndarray:
         """The 32x32x3 uint8 picture the network classifies for ``image`` ("what the model sees")."""
@@ -74,10 +100,10 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 N x 32 x 32 x 3 -> N x num_classes logits (flip-averaged when ``tta``)."""
-        x = normalize(pixels, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+        x = normalize(pixels, self.mean, self.std).to(self.dtype).contiguous(memory_format=torch.channels_last)
         if not self.tta:
-            return self._net(x)
-        both = self._net(torch.cat([x, x.flip(-1)]))
+            return self._net(x).float()
+        both = self._net(torch.cat([x, x.flip(-1)])).float()
         n = len(x)
         return (both[:n] + both[n:]) / 2
 

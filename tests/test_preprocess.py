@@ -339,7 +339,7 @@ def test_normalisation_uses_the_models_mean_and_std():
 def test_classifier_normalises_with_its_models_statistics():
     torch.manual_seed(0)
     model = CifarCNN(mean=(0.2, 0.3, 0.4), std=(0.5, 0.6, 0.7)).eval()
-    clf = Classifier(model, tta=False)
+    clf = Classifier(model, tta=False, precision="fp32")
     pixels = torch.from_numpy(to_uint8(photo()))[None]
     with torch.no_grad():
         expected = model(normalize(pixels, (0.2, 0.3, 0.4), (0.5, 0.6, 0.7)))

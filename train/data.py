@@ -64,7 +64,7 @@ def load(spec: str, cache_dir: Path = DEFAULT_CACHE, workers: int | None = None)
         z = np.load(cached)
         return Cifar(z["train_images"], z["train_labels"], z["test_images"], z["test_labels"],
                      list(CLASSES), _describe(path, digest), digest)
-    splits = {split: _decode(list(_members(path, split)), workers) for split in ("train", "test")}
+    splits = {split: _decode(list(iter_split(path, split)), workers) for split in ("train", "test")}
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp.npz")
     np.savez(tmp, train_images=splits["train"][0], train_labels=splits["train"][1],
@@ -85,7 +85,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _members(path: Path, split: str) -> Iterator[tuple[bytes, int]]:
+def iter_split(path: Path, split: str) -> Iterator[tuple[bytes, int]]:
     """(encoded picture, label) for every file under ``<split>/<class>/``, in a stable order."""
     index = {name: i for i, name in enumerate(CLASSES)}
 
