@@ -36,6 +36,7 @@ def main() -> int:
     p.add_argument("--data", default="torchvision")
     p.add_argument("--configs", nargs="+", default=[""])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--best-flags", type=Path, help="write the best config (by validation) as python -m train flags")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
@@ -43,6 +44,7 @@ def main() -> int:
     base = TrainConfig()
     xt, yt, xv, yv = split_train_val(cifar.train_images, cifar.train_labels, base.val_size, 0)
     nets: dict[tuple, Net] = {}
+    results: list[tuple[float, str]] = []
     for spec in args.configs:
         cfg = replace(base, **parse(spec))
         key = (cfg.dropout, cfg.compile, cfg.compile_mode, cfg.channels_last, cfg.batch_size)
@@ -56,6 +58,12 @@ def main() -> int:
             times.append(seconds)
         print(f"{spec or 'defaults':<55} val acc {statistics.mean(accs):.2%} (min {min(accs):.2%})"
               f"  time {statistics.mean(times):6.2f}s  [{len(args.seeds)} seeds]", flush=True)
+        results.append((statistics.mean(accs), spec))
+    if args.best_flags:
+        acc, spec = max(results)
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in parse(spec).items() if k != "epochs")
+        args.best_flags.write_text(flags + "\n")
+        print(f"best by validation: {spec or 'defaults'} ({acc:.2%}) -> {flags or '(no flags)'}")
     return 0
 
 
