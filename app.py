@@ -43,7 +43,7 @@ LOG = logging.getLogger("app")
 # classes. Chosen with benchmarks/unsure_rate.py, which prints how often the rule fires on the
 # CIFAR-10 test split and on synthetic non-CIFAR pictures; rerun it when the weights change. The
 # shipped weights were trained with label smoothing 0.2, so even sure answers rarely pass ~0.85:
-# at 0.6 the notice fires on 11.5% of the test split (whose accuracy there is 52%) and 62% of the
+# at 0.6 the notice fires on 12.0% of the test split (whose accuracy there is 56%) and 58% of the
 # synthetic non-CIFAR pictures (README, "When the model is unsure").
 UNSURE_BELOW = 0.6
 # Uploads larger than this are refused by Gradio's upload route (HTTP 413) before any decoding.
