@@ -51,8 +51,10 @@ MAX_FILE_SIZE = "10mb"
 # Bounded queue: when full, Gradio answers "queue full" (HTTP 503; gradio_client raises QueueError)
 # instead of letting waiting visitors pile up.
 QUEUE_KWARGS: dict[str, Any] = {"max_size": 32, "default_concurrency_limit": 2}
+# A 32x32 CIFAR-10 example shown at its own size is a speck in the input box: fit it to the box.
+CSS = "#picture .image-frame img { width: 100%; height: 100%; object-fit: contain; }"
 # show_error=False: our gr.Error messages still reach the page; other exceptions stay server-side.
-LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": MAX_FILE_SIZE, "show_error": False}
+LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": MAX_FILE_SIZE, "show_error": False, "css": CSS}
 # A base64 webcam frame longer than this is dropped without decoding (about 7.5 MB of JPEG).
 MAX_DATA_URL_CHARS = 10_000_000
 UNREADABLE = "This file is not a picture we can read. Use a JPEG, PNG, WebP, GIF, BMP or TIFF image."
@@ -294,24 +296,24 @@ def build_demo(info: WeightsInfo, warning: str | None = None) -> gr.Blocks:
         with gr.Tab("Picture"):
             with gr.Row():
                 with gr.Column():
-                    image = upload_image()
+                    image = upload_image(elem_id="picture")
                     gr.Examples([[f] for f in example_files()], inputs=[image], examples_per_page=30,
                                 label="Examples: real CIFAR-10 test pictures (click one)")
                 with gr.Column():
                     notice = gr.Markdown()
-                    label = probability_bars()
+                    label = probability_bars(elem_id="probs")
                     with gr.Row():
                         seen = gr.Image(label="What the model sees (32×32, enlarged)", format="png",
-                                        interactive=False, buttons=["fullscreen"])
+                                        interactive=False, buttons=["fullscreen"], elem_id="seen")
                         heat = gr.Image(label="Where it looked (Grad-CAM, top class)", format="png",
-                                        interactive=False, buttons=["fullscreen"])
+                                        interactive=False, buttons=["fullscreen"], elem_id="heat")
         with gr.Tab("Live"):
             with gr.Row():
                 cam = gr.Image(sources=["webcam"], streaming=True, type="filepath", image_mode=None,
-                               label=f"Webcam (streams for up to {LIVE_LIMIT_S} s)")
+                               label=f"Webcam (streams for up to {LIVE_LIMIT_S} s)", elem_id="live-cam")
                 with gr.Column():
                     live_notice = gr.Markdown()
-                    live_label = probability_bars()
+                    live_label = probability_bars(elem_id="live-probs")
         with gr.Accordion("About these weights", open=False):
             gr.Markdown(weights_panel(info), elem_id="weights-panel")
 
