@@ -51,8 +51,12 @@ MAX_FILE_SIZE = "10mb"
 # Bounded queue: when full, Gradio answers "queue full" (HTTP 503; gradio_client raises QueueError)
 # instead of letting waiting visitors pile up.
 QUEUE_KWARGS: dict[str, Any] = {"max_size": 32, "default_concurrency_limit": 2}
-# A 32x32 CIFAR-10 example shown at its own size is a speck in the input box: fit it to the box.
-CSS = "#picture .image-frame img { width: 100%; height: 100%; object-fit: contain; }"
+# The example pictures are 32x32: scale them to the box instead of a speck in its middle. The
+# SemiBold font file Gradio 6.31 ships lacks some capitals (headings read "CIFᴀR"): serve weight
+# 600 from its Bold file, with the same relative URL Gradio's own @font-face rules use.
+CSS = ("#picture .image-frame img { width: 100%; height: 100%; object-fit: contain; }\n"
+       "@font-face { font-family: 'Source Sans Pro'; font-weight: 600; font-style: normal;"
+       " src: url('static/fonts/SourceSansPro/SourceSansPro-Bold.woff2') format('woff2'); }")
 # show_error=False: our gr.Error messages still reach the page; other exceptions stay server-side.
 LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": MAX_FILE_SIZE, "show_error": False, "css": CSS}
 # A base64 webcam frame longer than this is dropped without decoding (about 7.5 MB of JPEG).
