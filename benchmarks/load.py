@@ -4,7 +4,8 @@
                                         [--flood N] [--port N] [--model DIR_OR_REPO]
 
 ``python app.py`` runs as a subprocess on 127.0.0.1 (a free port unless --port), with its own
-Gradio upload folder and telemetry off. Everything goes through ``gradio_client``, as an API user's
+Gradio upload folder and telemetry off; it inherits this environment except GRADIO_* and MODEL_*
+(so e.g. ``MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/load.py`` runs it with that setting). Everything goes through ``gradio_client``, as an API user's
 requests do (upload + queue + result). Phases:
 
 1. load: ``--clients`` threads, each with its own Client, call ``/predict`` in a loop for
@@ -409,7 +410,8 @@ def summary(args, queue: dict, valid: Tally, hostile: Tally, seconds: float, flo
               f"{len(answered)} answered in p50 {ms(answered, 50)} ({flood['wrong']} wrong); "
               f"{sum(flood['other'].values())} other; "
               f"all settled in {flood['seconds']:.1f} s |")
-    print(f"| after the flood | {after.outcomes['ok']}/{after.total} right, p50 {ms(after.latencies, 50)} |")
+    print(f"| after the {'flood' if flood else 'load'} | {after.outcomes['ok']}/{after.total} right, "
+          f"p50 {ms(after.latencies, 50)} |")
 
     failed = []
     if valid.bad():
