@@ -3,12 +3,16 @@ working directory) and small generic fixtures."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# No telemetry from gradio_client (it would try the internet): read when gradio is imported.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
