@@ -254,7 +254,7 @@ def weights_panel(info: WeightsInfo) -> str:
     if acc is None:
         acc = _fraction(info.card_accuracy)
     lines = [f"**Weights:** `{info.label}`", "",
-             f"**Test accuracy:** {acc:.1%} (CIFAR-10 test split)" if acc is not None
+             f"**Test accuracy:** {acc:.1%} ({metrics.get('dataset') or 'CIFAR-10 test split'})" if acc is not None
              else "**Test accuracy:** not recorded with these weights"]
     per_class = metrics.get("per_class_accuracy")
     if isinstance(per_class, dict):

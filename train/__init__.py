@@ -1,0 +1,1 @@
+"""`python -m train`: fit the seed CNN (see __main__.py), score it, write and publish a weights folder."""
