@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from cifar_model import Classifier
 
 from . import data as datasets
-from .recipe import Net, TrainConfig, config_dict, fit, per_epoch_line, predict_logits, split_train_val
+from .recipe import Net, TrainConfig, fit, per_epoch_line, predict_logits, split_train_val
 from .report import metrics_for, score, write_folder
 
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     test_y = torch.from_numpy(cifar.test_labels).to(device)
     logits = predict_logits(model, test_x, model.mean, model.std, cfg.tta)
     scores = score(logits, test_y, cifar.classes)
-    metrics = metrics_for(model, scores, config_dict(cfg), train_seconds=seconds,
+    metrics = metrics_for(model, scores, asdict(cfg), train_seconds=seconds,
                           val_accuracy=history[-1].val_acc, dataset=cifar.test_name, data_source=cifar.source,
                           train_images=len(train_x), history=[vars(h) for h in history])
     metrics["repo_id"] = args.push_to_hub

@@ -9,7 +9,7 @@ Nesterov momentum follows a one-cycle (triangular) learning-rate schedule made f
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -93,8 +93,8 @@ def _whiten_conv1(conv: nn.Conv2d, x: torch.Tensor, eps: float = 5e-4) -> None:
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    decay = [p for p in model.parameters() if p.ndim > 1]  # conv and linear weights
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # biases, BatchNorm
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -254,9 +254,6 @@ def _progress(total: int):
     return tqdm(total=total, unit="step", leave=False, dynamic_ncols=True)
 
 
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)
-
 
 def per_epoch_line(e: EpochLog, epochs: int) -> str:
     """The one fixed-format line printed per epoch."""
@@ -265,5 +262,5 @@ def per_epoch_line(e: EpochLog, epochs: int) -> str:
             f" | val acc {val} | time {e.elapsed:7.2f}s")
 
 
-__all__ = ["TrainConfig", "fit", "accuracy", "predict_logits", "split_train_val", "per_epoch_line", "config_dict",
+__all__ = ["TrainConfig", "fit", "accuracy", "predict_logits", "split_train_val", "per_epoch_line",
            "EpochLog", "Net"]
