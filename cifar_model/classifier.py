@@ -1,4 +1,9 @@
-"""Inference: pictures in, the probability of every class out."""
+"""Inference: pictures in, the probability of every class out.
+
+:func:`tta_logits` is the one inference rule (the mean of the logits of a picture and its mirror
+image); training's evaluation, :class:`Classifier` and the benchmarks all call it, and
+:func:`cifar_model.calibration.to_probabilities` is the one place where logits become probabilities.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,32 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .calibration import to_probabilities
 from .model import CifarCNN
 from .preprocess import ImageInput, normalize, to_uint8
-from .weights import WeightsInfo, load_model, resolve
+from .weights import WeightsInfo, load
+
+
+@torch.inference_mode()
+def tta_logits(net: nn.Module, pixels: torch.Tensor, mean, std, *, tta: bool = True, batch_size: int = 2500,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 N x 32 x 32 x 3 pictures (on ``net``'s device) -> float32 N x num_classes logits.
+
+    With ``tta`` each picture's logits are averaged with its mirror image's (flip test-time
+    augmentation): the rule the model card's accuracy is measured with. ``net`` is used in eval mode.
+    """
+    was_training = net.training
+    net.eval()
+    out = []
+    for chunk in pixels.split(batch_size):
+        x = normalize(chunk, mean, std).to(dtype).contiguous(memory_format=torch.channels_last)
+        if tta:
+            both = net(torch.cat([x, x.flip(-1)])).float()
+            out.append((both[:len(x)] + both[len(x):]) / 2)
+        else:
+            out.append(net(x).float())
+    net.train(was_training)
+    return torch.cat(out)
 
 
 def _fused_for_inference(model: CifarCNN) -> nn.Module:
@@ -74,6 +102,7 @@ class Classifier:
         self.tta = tta
         self.classes: list[str] = list(model.classes)
         self.mean, self.std, self.image_size = model.mean, model.std, model.image_size
+        self.temperature = model.temperature
         self.dtype = _pick_precision(precision)
         self._net = _fused_for_inference(model).to(self.dtype)
         self.backend = f"{'bf16' if self.dtype == torch.bfloat16 else 'fp32'}, BatchNorm folded, channels-last"
@@ -90,33 +119,27 @@ class Classifier:
             ModelLoadError: missing or corrupt files, another architecture, Hub unreachable with
                 nothing cached. Loading is strict: a wrong or missing tensor is an error.
         """
-        info = resolve(source, revision, **hub_kwargs)
-        return cls(load_model(info), info, precision=precision)
+        model, info = load(source, revision, **hub_kwargs)
+        return cls(model, info, precision=precision)
 
     def to_uint8(self, image: ImageInput) -> np.ndarray:
         """The 32x32x3 uint8 picture the network classifies for ``image`` ("what the model sees")."""
         return to_uint8(image, self.image_size)
 
-    @torch.inference_mode()
     def logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 N x 32 x 32 x 3 -> N x num_classes logits (flip-averaged when ``tta``)."""
-        x = normalize(pixels, self.mean, self.std).to(self.dtype).contiguous(memory_format=torch.channels_last)
-        if not self.tta:
-            return self._net(x).float()
-        both = self._net(torch.cat([x, x.flip(-1)])).float()
-        n = len(x)
-        return (both[:n] + both[n:]) / 2
+        """uint8 N x 32 x 32 x 3 -> N x num_classes raw logits (flip-averaged when ``tta``; uncalibrated)."""
+        return tta_logits(self._net, pixels, self.mean, self.std, tta=self.tta, dtype=self.dtype)
 
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 N x 32 x 32 x 3 -> N x num_classes probabilities (rows sum to 1)."""
-        return torch.softmax(self.logits(pixels).float(), dim=1)
+        """uint8 N x 32 x 32 x 3 -> N x num_classes calibrated probabilities (rows sum to 1)."""
+        return to_probabilities(self.logits(pixels), self.temperature)
 
     def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 256) -> list[dict[str, float]]:
         """Classify pictures (PIL images, paths or bytes; one or a list).
 
         Returns:
-            One dict per picture mapping every class name to its probability (summing to 1),
-            in class order.
+            One dict per picture mapping every class name to its calibrated probability (summing
+            to 1), in class order.
 
         Raises:
             ImageError: a picture can't be read; the message says which problem, in plain words.
@@ -125,8 +148,9 @@ class Classifier:
             images = [images]
         out: list[dict[str, float]] = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            pixels = torch.from_numpy(np.stack([self.to_uint8(im) for im in chunk]))
-            for row in self.probabilities(pixels).tolist():
-                out.append(dict(zip(self.classes, row)))
+            out += self.predict_pixels(np.stack([self.to_uint8(im) for im in images[start:start + batch_size]]))
         return out
+
+    def predict_pixels(self, pixels: np.ndarray) -> list[dict[str, float]]:
+        """uint8 N x 32 x 32 x 3 pictures (what :meth:`to_uint8` gives) -> one ``{class: probability}`` each."""
+        return [dict(zip(self.classes, row)) for row in self.probabilities(torch.from_numpy(pixels)).tolist()]

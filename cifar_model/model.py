@@ -1,8 +1,10 @@
 """The seed CNN: six convolutions, five batch norms, three max-pools, two linear layers.
 
-Imports only torch and huggingface_hub's mixin; does no I/O of its own. Everything inference needs
-(class names, input size, normalisation) is an ``__init__`` argument, so ``save_pretrained`` writes
-it to ``config.json`` beside the weights and a loaded model cannot drift from the one trained.
+Imports only torch and huggingface_hub's mixin. Everything inference needs (class names, input size,
+normalisation, the calibration temperature) is an ``__init__`` argument, so ``save_pretrained``
+writes it to ``config.json`` beside the weights and a loaded model cannot drift from the one trained.
+Loading (``from_pretrained``) is the mixin's, with its hook narrowed in :mod:`cifar_model.weights`:
+safetensors only, strict, ``config.json`` checked before anything is built.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ CLASSES: tuple[str, ...] = (
 CIFAR_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 IMAGE_SIZE = 32
+# Where the code lives: the Hub's card links to it (the mixin's ``repo_url``).
+REPO_URL = "https://github.com/cifar10-demo/cifar10-seed-cnn"
 
 
 def _conv_bn(cin: int, cout: int, padding: int) -> list[nn.Module]:
@@ -33,6 +37,7 @@ class CifarCNN(
     tags=["image-classification", "cifar10", "pytorch"],
     license="mit",
     pipeline_tag="image-classification",
+    repo_url=REPO_URL,
 ):
     """The seed network, layer for layer (2,211,338 parameters for ten classes).
 
@@ -53,6 +58,8 @@ class CifarCNN(
         mean: per-channel mean subtracted from [0, 1] RGB pixels before the first convolution.
         std: per-channel std the centred pixels are divided by.
         dropout: dropout probability before the last linear layer (training only).
+        temperature: the logits are divided by it before the softmax (calibration fitted on held-out
+            pictures; 1.0 = none). It does not change which class wins.
     """
 
     # Index in ``features`` of the ReLU after the last convolution that still has a spatial map
@@ -67,6 +74,7 @@ class CifarCNN(
         mean: list[float] | tuple[float, ...] = CIFAR_MEAN,
         std: list[float] | tuple[float, ...] = CIFAR_STD,
         dropout: float = 0.3,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if image_size != IMAGE_SIZE:
@@ -75,6 +83,7 @@ class CifarCNN(
         self.image_size = image_size
         self.mean = list(mean)
         self.std = list(std)
+        self.temperature = float(temperature)
         self.features = nn.Sequential(
             *_conv_bn(3, 64, 1), nn.MaxPool2d(2),
             *_conv_bn(64, 128, 1),
@@ -93,10 +102,12 @@ class CifarCNN(
         """Normalised N x 3 x 32 x 32 images -> N x num_classes logits."""
         return self.classifier(self.features(x))
 
-    @property
-    def inference_config(self) -> dict:
-        """What ``config.json`` holds: everything inference needs besides the weights."""
-        return {"classes": self.classes, "image_size": self.image_size, "mean": self.mean, "std": self.std}
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, config: dict | None = None, **hub_kwargs) -> "CifarCNN":
+        # The mixin's loading hook: its default falls back to pickles and loads non-strictly.
+        from .weights import load_checked
+
+        return load_checked(cls, model_id, config)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -217,12 +217,3 @@ def normalize(images: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Ten
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return x.sub_(m).div_(s)
-
-
-def preprocess(source: ImageInput, mean=CIFAR_MEAN, std=CIFAR_STD, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Any picture -> a normalised 1 x 3 x ``size`` x ``size`` float tensor for :class:`CifarCNN`.
-
-    Raises:
-        ImageError: the input can't be used; the message says why in words a user can act on.
-    """
-    return normalize(torch.from_numpy(to_uint8(source, size)), mean, std)

@@ -1,28 +1,37 @@
-"""Finding and loading a weights folder: the bundled ``weights/``, a local folder, or a Hub repo.
+"""Finding, checking and loading a weights folder: the bundled ``weights/``, a local folder, or a Hub repo.
 
 A weights folder holds ``config.json`` (what inference needs), ``model.safetensors`` (the tensors;
 safetensors can't run code when loaded, so nothing from the network is ever unpickled), and
-optionally ``metrics.json`` and a ``README.md`` model card with the test accuracy.
+optionally ``metrics.json`` (the figures the card reports) and ``reliability.png``. A Hub repo is
+downloaded with ``snapshot_download`` into the Hub cache and then loaded like any folder, through
+the mixin's ``CifarCNN.from_pretrained`` whose loading hook is :func:`load_checked`.
+
+Everything in a folder is untrusted (a Hub repo is anyone's): ``config.json`` is checked field by
+field against the tensor shapes in the safetensors header before a model is built, so a folder that
+lies about its size costs nothing; a bad ``metrics.json`` costs only its figures.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field
+import math
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model
 
-from .model import CifarCNN
+from .metrics import Metrics
+from .model import IMAGE_SIZE, CifarCNN
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, CARD_FILE = "config.json", "model.safetensors", "metrics.json", "README.md"
-HUB_FILES = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, CARD_FILE]
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, DIAGRAM_FILE = "config.json", "model.safetensors", "metrics.json", "reliability.png"
+HUB_FILES = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, DIAGRAM_FILE, "README.md"]
+MAX_CONFIG_BYTES = 64 * 1024  # today's config.json is 300 bytes; a bigger one is not ours
+MAX_CLASS_NAME = 64  # characters
 
 
 class ModelLoadError(RuntimeError):
@@ -31,134 +40,193 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class WeightsInfo:
-    """Where a model's weights came from and what its card says of it."""
+    """Where a model's weights came from and what their ``metrics.json`` says of them."""
 
     source: str  # "bundled", a local folder, or a Hub repo id
     folder: Path  # the local folder the files were read from (the Hub cache's snapshot for a repo)
     revision: str | None = None  # the Hub commit sha, for a repo
-    metrics: dict = field(default_factory=dict)  # metrics.json, if the folder has one
-    card_accuracy: float | None = None  # test accuracy from the card's model-index, if present
+    metrics: Metrics | None = None  # None when the folder has no readable metrics.json
+    warning: str | None = None  # why metrics.json was not used, when it exists but is bad
 
     @property
     def label(self) -> str:
         """A short human-readable origin: ``bundled weights/``, ``owner/name@1a2b3c4``, a folder."""
         if self.source == "bundled":
             return "bundled weights/"
-        if self.revision:
-            return f"{self.source}@{self.revision[:7]}"
-        return self.source
+        return f"{self.source}@{self.revision[:7]}" if self.revision else self.source
+
+    @property
+    def diagram(self) -> Path | None:
+        """The folder's reliability diagram, if it has one."""
+        path = self.folder / DIAGRAM_FILE
+        return path if path.is_file() else None
+
+
+def load(source: str | Path | None = None, revision: str | None = None, **hub_kwargs) -> tuple[CifarCNN, WeightsInfo]:
+    """Find the weights for ``source`` (see :func:`resolve`), check them and load them strictly.
+
+    Raises:
+        ModelLoadError: no such folder or repo, the Hub unreachable with nothing cached, a bad
+            ``config.json``, tensors of another shape; the message names the file and the field.
+    """
+    info = resolve(source, revision, **hub_kwargs)
+    _check_config_file(info.folder / CONFIG_FILE)
+    model = CifarCNN.from_pretrained(info.folder)
+    info.metrics, info.warning = _read_metrics(info.folder / METRICS_FILE)
+    return model, info
 
 
 def resolve(source: str | Path | None = None, revision: str | None = None, **hub_kwargs) -> WeightsInfo:
-    """Find the weights folder for ``source`` without loading tensors.
+    """The local folder for ``source``, downloading it first if it is a Hub repo id.
 
-    ``None`` is the bundled ``weights/``; an existing directory is used as it is (a folder path
-    always wins, so name a Hub repo that has the same name as a local folder by its full id);
-    any other string must look like a Hub repo id (``name`` or ``owner/name``) and is downloaded with
-    huggingface_hub at ``revision`` (a branch, tag or, to pin it, a 40-hex commit sha).
-
-    Raises:
-        ModelLoadError: no such folder or repo, the Hub unreachable with nothing cached, etc.
+    ``None`` is the bundled ``weights/``; an existing directory is used as it is (a ``Path`` always
+    names a folder; a string that is both a folder and a repo id is the folder); any other string
+    must be a valid repo id (``name`` or ``owner/name``) and is fetched with ``snapshot_download`` at
+    ``revision`` (a branch, tag or, to pin it, a 40-hex commit sha). ``hub_kwargs`` go to
+    ``snapshot_download`` (``cache_dir``, ``token``, ``local_files_only``...).
     """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     if source is None:
         return WeightsInfo("bundled", BUNDLED_WEIGHTS)
     path = Path(source).expanduser()
     if path.is_dir():
         return WeightsInfo(str(source), path)
-    text = str(source)
-    if path.exists():  # a file such as weights/model.safetensors: the folder was meant, not a repo
-        raise ModelLoadError(f"{text} is a file: pass the weights folder that holds it")
-    # A Path object always names a local folder, even when its text would also be a valid repo id.
-    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or not _REPO_ID.match(text)
-    if isinstance(source, Path) or looks_like_path:
-        raise ModelLoadError(f"No such weights folder: {text}")
-    folder = _download(text, revision, **hub_kwargs)
-    return WeightsInfo(text, folder, revision=folder.name if _FULL_SHA.match(folder.name) else revision)
+    if path.exists():
+        raise ModelLoadError(f"{source} is a file: pass the weights folder that holds it")
+    try:
+        if isinstance(source, Path):
+            raise HFValidationError("a Path names a folder")
+        validate_repo_id(str(source))
+    except HFValidationError:
+        raise ModelLoadError(f"No such weights folder: {source}") from None
+    folder = _download(str(source), revision, **hub_kwargs)
+    return WeightsInfo(str(source), folder, revision=folder.name)  # the snapshot folder is named by its sha
 
 
 def _download(repo_id: str, revision: str | None, **hub_kwargs) -> Path:
-    import httpx2  # huggingface_hub 2.x's HTTP client: its transport errors are not OSErrors
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
-        HfHubHTTPError,
+        GatedRepoError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
-        XetDownloadError,
     )
 
     where = f"{repo_id}@{revision}" if revision else repo_id
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES, **hub_kwargs))
+    except GatedRepoError:
+        raise ModelLoadError(f"The repo {repo_id!r} is gated: accept its terms on the Hub and set HF_TOKEN.") from None
     except RepositoryNotFoundError:
         raise ModelLoadError(f"No model repo {repo_id!r} on the Hugging Face Hub (or it is private: set HF_TOKEN).") from None
     except RevisionNotFoundError:
         raise ModelLoadError(f"The repo {repo_id!r} has no revision {revision!r}.") from None
     except LocalEntryNotFoundError:
-        raise ModelLoadError(
-            f"Could not reach the Hugging Face Hub for {where}, and it is not in the local cache."
-        ) from None
-    # httpx2.HTTPError: the connection failed after the file listing (retries exhausted, proxy).
-    except (HfHubHTTPError, OSError, ValueError, httpx2.HTTPError, XetDownloadError) as err:
-        raise ModelLoadError(f"Could not download {where} from the Hugging Face Hub: {err}") from None
+        raise ModelLoadError(f"Could not reach the Hugging Face Hub for {where}, and it is not in the local cache.") from None
+    except Exception as err:  # the network's failures come in many types (HTTP, transport, proxy, disk)
+        raise ModelLoadError(f"Could not download {where} from the Hugging Face Hub: {type(err).__name__}: {err}") from None
 
 
-def load_model(info: WeightsInfo) -> CifarCNN:
-    """Build the network from ``config.json`` and load ``model.safetensors`` strictly (in eval mode).
+def _check_config_file(path: Path) -> None:
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing: a weights folder needs {CONFIG_FILE} and {WEIGHTS_FILE}.")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelLoadError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a CifarCNN config.")
+    try:
+        config = json.loads(path.read_bytes())
+    except ValueError as err:
+        raise ModelLoadError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object, not {type(config).__name__}.")
 
-    Raises:
-        ModelLoadError: a file missing or corrupt, or tensors of another architecture; the message
-            names the file.
+
+def load_checked(cls: type[CifarCNN], folder: str, config: dict | None) -> CifarCNN:
+    """``CifarCNN._from_pretrained``: check ``config`` against the safetensors header, build, load strictly.
+
+    Nothing is allocated for the network until every field of ``config.json`` is valid and every
+    tensor shape in the header is the one the config implies.
     """
-    config_path, weights_path = info.folder / CONFIG_FILE, info.folder / WEIGHTS_FILE
-    for p in (config_path, weights_path):
-        if not p.is_file():
-            raise ModelLoadError(f"{p} is missing: a weights folder needs {CONFIG_FILE} and {WEIGHTS_FILE}.")
+    weights = Path(folder) / WEIGHTS_FILE
+    config_path = Path(folder) / CONFIG_FILE
+    if config is None:
+        raise ModelLoadError(f"{config_path} is missing: a weights folder needs {CONFIG_FILE} and {WEIGHTS_FILE}.")
+    if not weights.is_file():
+        raise ModelLoadError(f"{weights} is missing: a weights folder needs {CONFIG_FILE} and {WEIGHTS_FILE}.")
+    kwargs = check_config(config, config_path)
     try:
-        config = json.loads(config_path.read_text())
-        model = CifarCNN(**config)
-    except (ValueError, TypeError) as err:
-        raise ModelLoadError(f"{config_path} is not a valid config for CifarCNN: {err}") from None
-    try:
-        state = load_file(weights_path)
+        with safe_open(weights, "pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
-        raise ModelLoadError(f"{weights_path} is not a readable safetensors file: {err}") from None
+        raise ModelLoadError(f"{weights} is not a readable safetensors file: {err}") from None
+    out_features = shapes.get("classifier.4.weight", (None,))[0]
+    if out_features != len(kwargs["classes"]):
+        raise ModelLoadError(f"{config_path}: field 'classes' names {len(kwargs['classes'])} classes but {weights}"
+                             f" has {out_features} outputs.")
+    with torch.device("meta"):  # the expected shapes, without allocating a single weight
+        expected = {k: tuple(v.shape) for k, v in cls(**kwargs).state_dict().items()}
+    if shapes != expected:
+        wrong = sorted(set(shapes) ^ set(expected)) or [k for k in expected if shapes[k] != expected[k]]
+        raise ModelLoadError(f"{weights} holds weights of another architecture than CifarCNN"
+                             f" (first difference: {wrong[0]}).")
+    model = cls(**kwargs)
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0:3]
-        raise ModelLoadError(
-            f"{weights_path} holds weights of another architecture than CifarCNN: {' '.join(first)}"
-        ) from None
-    info.metrics = _read_metrics(info.folder / METRICS_FILE)
-    info.card_accuracy = _card_accuracy(info.folder / CARD_FILE)
+        load_model(model, weights, strict=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise ModelLoadError(f"{weights} could not be loaded: {str(err).splitlines()[0]}") from None
     return model.eval()
 
 
-def _read_metrics(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        return {}
+def check_config(config: dict, path: Path | str = CONFIG_FILE) -> dict[str, Any]:
+    """The ``CifarCNN`` keyword arguments in ``config``, each checked; unknown keys are ignored.
+
+    Raises:
+        ModelLoadError: naming ``path`` and the first bad field.
+    """
+    def bad(field: str, why: str) -> ModelLoadError:
+        return ModelLoadError(f"{path}: field {field!r} {why}.")
+
+    classes = config.get("classes")
+    if not isinstance(classes, list) or not 2 <= len(classes) <= 1000:
+        raise bad("classes", "must be a list of 2 to 1000 class names")
+    if not all(isinstance(c, str) and c.strip() and len(c) <= MAX_CLASS_NAME for c in classes):
+        raise bad("classes", f"must hold non-empty strings of at most {MAX_CLASS_NAME} characters")
+    if len(set(classes)) != len(classes):
+        raise bad("classes", "must not repeat a name")
+    kwargs: dict[str, Any] = {"classes": classes}
+    for field in ("mean", "std"):
+        value = config.get(field)
+        if not (isinstance(value, list) and len(value) == 3 and all(_is_finite(v) for v in value)):
+            raise bad(field, "must be a list of three finite numbers")
+        kwargs[field] = [float(v) for v in value]
+    if min(kwargs["std"]) <= 0:
+        raise bad("std", "must be positive (it divides the pixels)")
+    size = config.get("image_size", IMAGE_SIZE)
+    if size != IMAGE_SIZE or isinstance(size, bool):
+        raise bad("image_size", f"must be {IMAGE_SIZE}: the network's no-padding convolutions need it")
+    kwargs["image_size"] = IMAGE_SIZE
+    dropout = config.get("dropout", 0.0)
+    if not (_is_finite(dropout) and 0 <= dropout < 1):
+        raise bad("dropout", "must be a number in [0, 1)")
+    kwargs["dropout"] = float(dropout)
+    temperature = config.get("temperature", 1.0)
+    if not (_is_finite(temperature) and 0.05 <= temperature <= 20):
+        raise bad("temperature", "must be a number between 0.05 and 20")
+    kwargs["temperature"] = float(temperature)
+    return kwargs
 
 
-def _card_accuracy(path: Path) -> float | None:
-    """Test accuracy from the card's ``model-index`` (what the Hub shows as the evaluation result)."""
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_metrics(path: Path) -> tuple[Metrics | None, str | None]:
+    """The folder's figures, or ``None`` and why: a bad metrics file costs its figures, never the weights."""
     if not path.is_file():
-        return None
-    from huggingface_hub import ModelCard
-
+        return None, None
     try:
-        results = ModelCard.load(path).data.eval_results or []
-    except Exception:  # a hand-edited card with broken YAML is not worth refusing the weights for
-        return None
-    for r in results:
-        if r.metric_type == "accuracy" and r.dataset_split == "test":
-            return float(r.metric_value)
-    return None
-
-
-def state_dict_to_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Contiguous CPU float32 copies of the tensors, as safetensors wants them."""
-    return {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
-            for k, v in model.state_dict().items()}
+        return Metrics.load(path), None
+    except (OSError, ValueError) as err:
+        message = f"{path.name} ignored: {err}"
+        warnings.warn(message, stacklevel=3)
+        return None, message
