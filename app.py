@@ -12,7 +12,7 @@ Endpoints (``gradio_client.Client(url).predict(handle_file(path), api_name=...)`
 
 * ``/predict``: one image -> (Label value with all ten classes, notice text).
 * ``/explain``: one image -> (the 32x32 input enlarged, a Grad-CAM overlay). In the page it reuses
-  the pixels and probabilities ``/predict`` just computed (Gradio state); called alone, it decodes.
+  the pixels and probabilities ``/predict`` just computed for that file; called alone, it decodes.
 
 Uploaded files reach :mod:`cifar_model`'s decoder untouched (``preprocess=False``): its decoding is
 bounded and its errors are sentences. The price is that Gradio checks nothing about the payload, so
@@ -31,6 +31,7 @@ import os
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -262,7 +263,6 @@ def build_demo(classifier: Classifier, warning: str | None = None, *,
                    delete_cache=(max(1, keep_uploads_s // 2), keep_uploads_s)) as demo:
         gr.Markdown(INTRO)
         gr.Markdown(f"⚠️ {html.escape(warning or '')}", visible=bool(warning), elem_id="load-warning")
-        computed = gr.State(None)  # what /predict decoded and computed, for /explain
         with gr.Tab("Picture"):
             with gr.Row():
                 with gr.Column():
@@ -297,9 +297,8 @@ def build_demo(classifier: Classifier, warning: str | None = None, *,
 
         # Any new picture (upload, snapshot, paste, example click, clear) triggers a prediction;
         # the slower pictures follow in their own event, reusing what /predict computed.
-        predicted = image.change(handlers.predict, image, [label, notice, computed], api_name="predict",
-                                 preprocess=False)
-        predicted.success(handlers.explain, [image, computed], [seen, heat], api_name="explain", preprocess=False)
+        predicted = image.change(handlers.predict, image, [label, notice], api_name="predict", preprocess=False)
+        predicted.success(handlers.explain, image, [seen, heat], api_name="explain", preprocess=False)
         predicted.failure(lambda: (None, None), None, [seen, heat], api_visibility="private")  # no stale pictures
         cam.stream(handlers.predict_live, cam, [live_label, live_notice], api_name="live", api_visibility="private",
                    preprocess=False, stream_every=LIVE_EVERY_S, time_limit=LIVE_LIMIT_S,
@@ -308,11 +307,37 @@ def build_demo(classifier: Classifier, warning: str | None = None, *,
 
 
 class Handlers:
-    """The events' functions, closed over one classifier. None shows a visitor a traceback."""
+    """The events' functions, closed over one classifier. None shows a visitor a traceback.
+
+    What /predict decoded and computed for a file is kept for /explain, keyed by the file's path
+    (a file in Gradio's upload folder is never rewritten, so a path names one picture): the chained
+    event neither decodes nor runs the network again. Not gr.State: Gradio 6.31's MCP server drops a
+    State output twice and fails the tool ("pop index out of range").
+    """
+
+    RECENT = 64  # pictures remembered for /explain (3 KB of pixels each)
 
     def __init__(self, classifier: Classifier) -> None:
         self.clf = classifier
         self._cam_lock = threading.Lock()  # grad_cam hooks the shared model's layer and writes its grads
+        self._recent: OrderedDict[str, tuple[np.ndarray, dict[str, float]]] = OrderedDict()
+        self._recent_lock = threading.Lock()
+
+    def analyse(self, source: str | bytes) -> tuple[np.ndarray, dict[str, float]]:
+        """(pixels, probabilities) of a picture, from the recent ones when /predict just saw this file."""
+        key = source if isinstance(source, str) else None
+        with self._recent_lock:
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return self._recent[key]
+        pixels = self.decode(source)
+        result = pixels, self.classify(pixels)
+        if key is not None:
+            with self._recent_lock:
+                self._recent[key] = result
+                while len(self._recent) > self.RECENT:
+                    self._recent.popitem(last=False)
+        return result
 
     def decode(self, source: str | bytes) -> np.ndarray:
         """Untrusted picture -> the 32x32x3 uint8 input, or a gr.Error the visitor can read."""
@@ -328,7 +353,7 @@ class Handlers:
         """32x32x3 uint8 -> calibrated probability of each class (flip TTA, as the card's accuracy)."""
         return self.clf.predict_pixels(pixels[None])[0]
 
-    def predict(self, image: Any) -> tuple[dict[str, float] | None, str, dict | None]:
+    def predict(self, image: Any) -> tuple[dict[str, float] | None, str]:
         """Classify a picture into the ten CIFAR-10 classes (airplane, automobile, bird, cat, deer, dog, frog,
         horse, ship, truck) with a small CNN that sees it as a 32x32 thumbnail of its centre square.
 
@@ -345,13 +370,11 @@ class Handlers:
         """
         source = image_source(image)
         if source is None:
-            return None, "", None
-        pixels = self.decode(source)
-        probs = self.classify(pixels)
-        key = image.get("path") if isinstance(image, dict) else image
-        return probs, unsure_notice(probs), {"key": key, "pixels": pixels, "probs": probs}
+            return None, ""
+        _, probs = self.analyse(source)
+        return probs, unsure_notice(probs)
 
-    def explain(self, image: Any, computed: dict | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def explain(self, image: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Show what the classifier saw and where it looked: the 32x32 input it classified, enlarged, and a
         Grad-CAM heatmap of the class it ranks first, over that input.
 
@@ -364,12 +387,7 @@ class Handlers:
         source = image_source(image)
         if source is None:
             return None, None
-        key = image.get("path") if isinstance(image, dict) else image
-        if computed is not None and computed.get("key") == key:  # this page's /predict of this picture
-            pixels, probs = computed["pixels"], computed["probs"]
-        else:
-            pixels = self.decode(source)
-            probs = self.classify(pixels)
+        pixels, probs = self.analyse(source)
         top = self.clf.classes.index(max(probs, key=probs.get))  # the class the bars rank first
         with self._cam_lock:
             cam = grad_cam(self.clf.model, pixels, class_index=top)
