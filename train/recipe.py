@@ -9,14 +9,14 @@ Nesterov momentum follows a one-cycle (triangular) learning-rate schedule made f
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_model import CifarCNN, normalize
+from cifar_model import CifarCNN, normalize, tta_logits
 
 
 @dataclass
@@ -41,7 +41,6 @@ class TrainConfig:
     compile: bool = True  # torch.compile the model (on CUDA; pays after its one-off compile)
     compile_mode: str = "reduce-overhead"  # CUDA graphs: 5.1 vs 7.0 ms a step (benchmarks/profile_step.py)
     channels_last: bool = True  # NHWC memory layout for the convolutions
-    extra: dict = field(default_factory=dict)  # free-form notes carried to the metrics
 
 
 def split_train_val(images: np.ndarray, labels: np.ndarray, val_size: int, seed: int):
@@ -107,22 +106,8 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * frac
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, tta: bool, batch: int = 2500) -> torch.Tensor:
-    """fp32 logits for uint8 N x 32 x 32 x 3 pictures already on the model's device."""
-    model.eval()
-    out = []
-    for chunk in images.split(batch):
-        x = normalize(chunk, mean, std).contiguous(memory_format=torch.channels_last)
-        logits = model(x).float()
-        if tta:
-            logits = (logits + model(x.flip(-1)).float()) / 2
-        out.append(logits)
-    return torch.cat(out)
-
-
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std, tta: bool) -> float:
-    return (predict_logits(model, images, mean, std, tta).argmax(1) == labels).float().mean().item()
+    return (tta_logits(model, images, mean, std, tta=tta).argmax(1) == labels).float().mean().item()
 
 
 @dataclass
@@ -262,5 +247,4 @@ def per_epoch_line(e: EpochLog, epochs: int) -> str:
             f" | val acc {val} | time {e.elapsed:7.2f}s")
 
 
-__all__ = ["TrainConfig", "fit", "accuracy", "predict_logits", "split_train_val", "per_epoch_line",
-           "EpochLog", "Net"]
+__all__ = ["TrainConfig", "fit", "accuracy", "split_train_val", "per_epoch_line", "EpochLog", "Net"]

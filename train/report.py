@@ -1,19 +1,25 @@
-"""Scoring on the test split and writing the Hub-ready folder: weights, config, metrics, model card."""
+"""Scoring on the test split and writing the Hub-ready folder: weights, config, metrics, model card.
+
+The card is ``card_template.md`` rendered by huggingface_hub's ``ModelCard.from_template`` from the
+folder's ``Metrics`` (``cifar_model.metrics``): every figure on it is one in ``metrics.json``.
+"""
 
 from __future__ import annotations
 
-import json
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from cifar_model import CifarCNN, count_parameters
+from cifar_model import CifarCNN
+from cifar_model.metrics import Metrics
 
-JPEG_NOTE = (" The copy's JPEG compression costs a few points against the original binary CIFAR-10,"
-             " so this is not the original benchmark's figure.")
+TEMPLATE = Path(__file__).with_name("card_template.md")
+DATASET_ID = "uoft-cs/cifar10"  # the Hub's CIFAR-10
+RELIABILITY_FILE = "reliability.png"  # the reliability diagram, when calibration drew one
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
@@ -32,118 +38,104 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dic
 
 
 def hardware() -> str:
+    """What trained it, for the card: ``1x <GPU name>`` or ``CPU (<processor>, <n> threads)``."""
     if torch.cuda.is_available():
         return f"1x {torch.cuda.get_device_name(0)}"
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def write_folder(model: CifarCNN, out: Path, metrics: dict, command: str) -> None:
-    """``model.safetensors`` + ``config.json`` (via the Hub mixin), ``metrics.json``, ``README.md``."""
+def write_folder(model: CifarCNN, out: Path, metrics: Metrics, command: str, *,
+                 widget: list[dict] | None = None) -> Metrics:
+    """Write ``model.safetensors`` + ``config.json`` (the Hub mixin's), ``metrics.json`` and ``README.md``.
+
+    ``command`` (the training command line) is stored in the metrics, which are returned as saved.
+    ``widget``: the card's example pictures with this model's answers (see ``widget_example``).
+    """
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    card = model_card(metrics, command)
-    model.cpu().save_pretrained(out, model_card_kwargs={})  # writes the mixin's default card ...
-    card.save(out / "README.md")  # ... which ours replaces
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics = replace(metrics, command=command)
+    model.cpu().save_pretrained(out)  # also writes the mixin's default README.md if none exists ...
+    metrics.save(out / "metrics.json")
+    _write_card(out, metrics, widget)  # ... which ours replaces
+    return metrics
 
 
-def model_card(m: dict, command: str) -> ModelCard:
-    """The model card, with the test accuracy in its ``model-index`` (the Hub's evaluation results)."""
+def render_card(folder: Path, widget: list[dict] | None = None) -> ModelCard:
+    """Rewrite ``folder/README.md`` from its ``metrics.json`` (after calibration updated them, say).
+
+    The card's widget examples are kept unless ``widget`` replaces them.
+
+    Raises:
+        ValueError: ``metrics.json`` missing or invalid (the message names the file and field).
+    """
+    folder = Path(folder)
+    metrics = Metrics.load(folder / "metrics.json")
+    if widget is None and (folder / "README.md").is_file():
+        try:
+            widget = ModelCard.load(folder / "README.md").data.get("widget")
+        except Exception:  # a broken old card: render without its examples rather than not at all
+            widget = None
+    return _write_card(folder, metrics, widget)
+
+
+def _write_card(folder: Path, metrics: Metrics, widget: list[dict] | None) -> ModelCard:
+    reliability = RELIABILITY_FILE if (folder / RELIABILITY_FILE).is_file() else None
+    card = model_card(metrics, widget=widget, reliability=reliability)
+    card.save(folder / "README.md")
+    return card
+
+
+def model_card(metrics: Metrics, *, widget: list[dict] | None = None, reliability: str | None = None) -> ModelCard:
+    """The model card: metadata the Hub reads (library, task, dataset id, ``model-index`` with the test
+    accuracy and ECE, widget examples), then ``card_template.md``.
+
+    Args:
+        metrics: the run's figures; every number on the card comes from here.
+        widget: example pictures with this model's answers (see ``widget_example``); the Hub runs no
+            inference for a custom library, so the outputs shown are these.
+        reliability: file name of the reliability diagram in the folder, to show it.
+    """
+    m = metrics
+    results = [_result("accuracy", m.test_accuracy, m.dataset)]
+    if m.ece is not None:
+        results.append(_result("ece", m.ece, m.dataset, "expected calibration error (15 bins), after calibration"))
     data = ModelCardData(
-        model_name="cifar10-seed-cnn",
+        model_name=m.repo_id.split("/")[-1] if m.repo_id else "cifar10-seed-cnn",
         library_name="cifar_model",
         license="mit",
         pipeline_tag="image-classification",
         tags=["image-classification", "cifar10", "pytorch", "safetensors"],
-        datasets=["cifar10"],
-        metrics=["accuracy"],
-        eval_results=[EvalResult(
-            task_type="image-classification", dataset_type="cifar10", dataset_name=m["dataset"],
-            dataset_split="test", metric_type="accuracy", metric_value=round(m["test_accuracy"], 4),
-        )],
+        datasets=[DATASET_ID],
+        metrics=[r.metric_type for r in results],
+        eval_results=results,
+        widget=widget or None,  # an extra key: ModelCardData writes it to the YAML as it is
     )
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n" + _card_body(m, command))
+    return ModelCard.from_template(
+        data, template_path=str(TEMPLATE), m=m, cfg=m.config, widget=widget, reliability=reliability,
+        code_url=CifarCNN._hub_mixin_info.repo_url,  # the mixin's repo_url: where the code lives
+        pct=_pct, dec=_dec, num="{:,}".format,
+    )
 
 
-def _card_body(m: dict, command: str) -> str:
-    classes = list(m["per_class_accuracy"])
-    per_class = "\n".join(f"| {c} | {a:.1%} |" for c, a in m["per_class_accuracy"].items())
-    head = "| true \\ predicted | " + " | ".join(c[:5] for c in classes) + " |"
-    sep = "|---" * (len(classes) + 1) + "|"
-    rows = "\n".join(f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, m["confusion_matrix"]))
-    cfg = m["config"]
-    load_line = (f'clf = Classifier.from_pretrained("{m["repo_id"]}", revision="<commit sha printed by the push>")'
-                 if m.get("repo_id") else 'clf = Classifier.from_pretrained("path/to/this/folder")  # or a Hub repo id')
-    tta = "with flip test-time augmentation (the mean of the logits of the picture and its mirror image), as `Classifier.predict` does" if cfg["tta"] else "without test-time augmentation"
-    val = f"{m['val_accuracy']:.2%} on {cfg['val_size']:,} training pictures held out" if m.get("val_accuracy") is not None else "none held out"
-    return f"""
-# CIFAR-10 seed CNN
+def widget_example(src: str, probabilities: dict[str, float], title: str | None = None, top: int = 3) -> dict:
+    """One widget example for the card: a picture's URL and this model's ``top`` answers for it.
 
-The seed network of the CIFAR-10 Gradio demo (6 convolutions, 5 batch norms, 3 max-pools, 2 linear
-layers; {m['parameters']:,} parameters), trained from scratch.
-
-**Test accuracy: {m['test_accuracy']:.2%}** on the {m['test_images']:,} pictures of the {m['dataset']},
-{tta}.{JPEG_NOTE if 'JPEG' in m['dataset'] else ''} The test split was used once, for this report;
-the recipe was tuned on a held-out part of the training split.
-
-## How to use
-
-```python
-from cifar_model import Classifier  # the library in the demo's repository
-{load_line}
-clf.predict("photo.jpg")  # [{{"airplane": 0.01, ..., "truck": 0.00}}]
-```
-
-Input: any picture; its largest centred square is resized to 32x32 (bicubic, antialiased), then
-normalised with the mean and std in `config.json`. The model knows only these ten classes and
-answers one of them for anything: see the demo's "unsure" notice.
-
-## Evaluation
-
-Per-class accuracy on the test split:
-
-| class | accuracy |
-|---|---|
-{per_class}
-
-Confusion matrix (rows: true class, columns: predicted):
-
-{head}
-{sep}
-{rows}
-
-Validation accuracy: {val}.
-
-## Training
-
-- Data: {m['data_source']}; {m['train_images']:,} training pictures.
-- Hardware: {m['hardware']}; training time {m['train_seconds']:.1f} s for {cfg['epochs']} epochs
-  (first step to last, evaluation excluded{f"; torch.compile and warm-up took another {m['compile_seconds']:.0f} s" if m.get('compile_seconds') else ''}).
-- Recipe: SGD with Nesterov momentum {cfg['momentum']}, batch {cfg['batch_size']}, one-cycle learning rate
-  peaking at {cfg['lr']}, weight decay {cfg['weight_decay']}, label smoothing {cfg['label_smoothing']},
-  dropout {cfg['dropout']}, random flip + translate {cfg['translate']} px{f" + cutout {cfg['cutout']} px" if cfg['cutout'] else ''},
-  bf16 autocast, channels-last{', whitening init of the first convolution' if cfg['whiten'] else ''}{f", weight EMA {cfg['ema']}" if cfg['ema'] else ''}, seed {cfg['seed']}.
-- Command: `{command}`
-- Software: PyTorch {m['torch']}.
-
-## Files
-
-`model.safetensors` (weights; safetensors, so loading runs no code), `config.json` (class names,
-input size, normalisation), `metrics.json` (every figure on this card).
-"""
+    ``probabilities`` is what ``Classifier.predict`` returned for that picture, e.g.
+    ``widget_example(url, clf.predict(path)[0], "cat")``.
+    """
+    best = sorted(probabilities.items(), key=lambda kv: kv[1], reverse=True)[:top]
+    example = {"src": src, "output": [{"label": c, "score": round(float(p), 4)} for c, p in best]}
+    return {"example_title": title, **example} if title else example
 
 
-def metrics_for(model: CifarCNN, scores: dict, cfg: dict, *, train_seconds: float, val_accuracy: float | None,
-                dataset: str, data_source: str, train_images: int, history: list[dict]) -> dict:
-    return {
-        **scores,
-        "val_accuracy": val_accuracy,
-        "dataset": dataset,
-        "data_source": data_source,
-        "train_images": train_images,
-        "train_seconds": round(train_seconds, 2),
-        "hardware": hardware(),
-        "parameters": count_parameters(model),
-        "torch": torch.__version__,
-        "config": cfg,
-        "history": history,
-    }
+def _result(metric: str, value: float, dataset: str, name: str | None = None) -> EvalResult:
+    return EvalResult(task_type="image-classification", dataset_type=DATASET_ID, dataset_name=dataset,
+                      dataset_split="test", metric_type=metric, metric_value=value, metric_name=name)
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}%}"
+
+
+def _dec(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
