@@ -72,7 +72,10 @@ UNREADABLE = "This file is not a picture we can read. Use a JPEG, PNG, WebP, GIF
 # One sentence for every path outside the upload folder, whether or not it exists.
 REFUSED = "This picture can't be opened here. Upload the picture itself."
 PREVIEW_SIZE = 256  # "what the model sees": 32x32 enlarged 8x, nearest neighbour
-LIVE_EVERY_S, LIVE_LIMIT_S = 0.4, 60  # one live session streams a frame every 0.4 s for at most 60 s
+# One live session streams a frame every 0.2 s for at most 60 s. A 320x240 frame's bars are drawn
+# 40-100 ms after its capture, so the interval is most of the bars' lag; five frames a second send
+# ~110 KiB/s, less than Gradio's default webcam options sent at 0.4 s (benchmarks/live_frames.py).
+LIVE_EVERY_S, LIVE_LIMIT_S = 0.2, 60
 LIVE_SESSIONS = 4  # a live session holds a worker for up to LIVE_LIMIT_S, but a frame costs a few ms
 # Small frames from the rear camera: the model needs 32x32, a full 1920x1440 JPEG is wasted bytes.
 # Not mirrored: Gradio 6 mirrors the captured pixels, not just the preview, and a rear camera isn't a mirror.
@@ -399,7 +402,7 @@ class Handlers:
             source = image_source(frame)
             pixels = self.decode(source) if source is not None else None
         except gr.Error:
-            pixels = None  # one dropped webcam frame is not worth an error popup every 0.4 s
+            pixels = None  # one dropped webcam frame is not worth an error popup every few tenths of a second
         if pixels is None:
             return gr.skip()
         probs = self.classify(pixels)
