@@ -102,7 +102,7 @@ class Classifier:
         self.tta = tta
         self.classes: list[str] = list(model.classes)
         self.mean, self.std, self.image_size = model.mean, model.std, model.image_size
-        self.temperature = model.temperature
+        self.temperature, self.top_label_map = model.temperature, model.top_label_map
         self.dtype = _pick_precision(precision)
         self._net = _fused_for_inference(model).to(self.dtype)
         self.backend = f"{'bf16' if self.dtype == torch.bfloat16 else 'fp32'}, BatchNorm folded, channels-last"
@@ -132,7 +132,7 @@ class Classifier:
 
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 N x 32 x 32 x 3 -> N x num_classes calibrated probabilities (rows sum to 1)."""
-        return to_probabilities(self.logits(pixels), self.temperature)
+        return to_probabilities(self.logits(pixels), self.temperature, top_label_map=self.top_label_map)
 
     def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 256) -> list[dict[str, float]]:
         """Classify pictures (PIL images, paths or bytes; one or a list).

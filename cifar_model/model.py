@@ -60,6 +60,8 @@ class CifarCNN(
         dropout: dropout probability before the last linear layer (training only).
         temperature: the logits are divided by it before the softmax (calibration fitted on held-out
             pictures; 1.0 = none). It does not change which class wins.
+        top_label_map: knots ``[[x, y], ...]`` mapping the temperature-scaled top probability to the
+            calibrated one (see :func:`cifar_model.calibration.to_probabilities`); ``None`` = none.
     """
 
     # Index in ``features`` of the ReLU after the last convolution that still has a spatial map
@@ -75,6 +77,7 @@ class CifarCNN(
         std: list[float] | tuple[float, ...] = CIFAR_STD,
         dropout: float = 0.3,
         temperature: float = 1.0,
+        top_label_map: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
         if image_size != IMAGE_SIZE:
@@ -84,6 +87,7 @@ class CifarCNN(
         self.mean = list(mean)
         self.std = list(std)
         self.temperature = float(temperature)
+        self.top_label_map = top_label_map
         self.features = nn.Sequential(
             *_conv_bn(3, 64, 1), nn.MaxPool2d(2),
             *_conv_bn(64, 128, 1),

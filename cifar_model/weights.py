@@ -24,12 +24,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model
 
+from .calibration import check_knots as _check_knots
 from .metrics import Metrics
 from .model import IMAGE_SIZE, CifarCNN
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, DIAGRAM_FILE = "config.json", "model.safetensors", "metrics.json", "reliability.png"
-HUB_FILES = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, DIAGRAM_FILE, "README.md"]
+CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.json", "model.safetensors", "metrics.json"
+DIAGRAM_FILE, EXAMPLE_FILE, CARD_FILE = "reliability.png", "example.jpg", "README.md"  # the card shows these
+HUB_FILES = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, DIAGRAM_FILE, EXAMPLE_FILE, CARD_FILE]
 MAX_CONFIG_BYTES = 64 * 1024  # today's config.json is 300 bytes; a bigger one is not ours
 MAX_CLASS_NAME = 64  # characters
 
@@ -88,6 +90,9 @@ def resolve(source: str | Path | None = None, revision: str | None = None, **hub
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if source is None:
+        if not BUNDLED_WEIGHTS.is_dir():  # an installed copy: weights/ ships with the demo's checkout only
+            raise ModelLoadError("No bundled weights in an installed copy of cifar_model (they ship with the demo's"
+                                 " checkout): pass a weights folder or a Hub repo id.")
         return WeightsInfo("bundled", BUNDLED_WEIGHTS)
     path = Path(source).expanduser()
     if path.is_dir():
@@ -125,7 +130,8 @@ def _download(repo_id: str, revision: str | None, **hub_kwargs) -> Path:
     except LocalEntryNotFoundError:
         raise ModelLoadError(f"Could not reach the Hugging Face Hub for {where}, and it is not in the local cache.") from None
     except Exception as err:  # the network's failures come in many types (HTTP, transport, proxy, disk)
-        raise ModelLoadError(f"Could not download {where} from the Hugging Face Hub: {type(err).__name__}: {err}") from None
+        reason = " ".join(str(err).split())
+        raise ModelLoadError(f"Could not download {where} from the Hugging Face Hub: {type(err).__name__}: {reason}") from None
 
 
 def _check_config_file(path: Path) -> None:
@@ -213,6 +219,15 @@ def check_config(config: dict, path: Path | str = CONFIG_FILE) -> dict[str, Any]
     if not (_is_finite(temperature) and 0.05 <= temperature <= 20):
         raise bad("temperature", "must be a number between 0.05 and 20")
     kwargs["temperature"] = float(temperature)
+    knots = config.get("top_label_map")
+    if knots is not None:
+        try:
+            if not (isinstance(knots, list) and 2 <= len(knots) <= 1000):
+                raise ValueError("it must be a list of 2 to 1000 [x, y] pairs")
+            _check_knots(knots)
+        except (ValueError, TypeError) as err:
+            raise bad("top_label_map", f"is not a calibration map: {err}") from None
+        kwargs["top_label_map"] = [[float(x), float(y)] for x, y in knots]
     return kwargs
 
 

@@ -1,65 +1,62 @@
-"""Hub publishing and loading, offline: save/load round trips, a hand-built Hub cache, a full push
-and pinned download through a local stand-in Hub (tests/hub_server.py), push failures, and weights
-that must be refused (missing, corrupt, another architecture, pickles).
+"""Our code at the huggingface_hub boundary: what we pass to ``snapshot_download``, ``create_repo`` and
+``upload_folder``, and what we make of their errors; plus one end-to-end load from a hand-built
+offline cache.
 
-Every test runs with HF_HOME in its tmp_path and fails if anything connects outside loopback: the
-real Hub is never needed.
+``huggingface_hub``'s functions are replaced by fakes that record their arguments (bound to the real
+signature, so a renamed parameter fails here rather than on the Hub) and return or raise what the
+real ones do. HTTP errors are made the way huggingface_hub makes them: ``hf_raise_for_status`` on an
+``httpx2`` response. No test needs the network, and every test fails if anything tries to connect.
 """
 
 from __future__ import annotations
 
-import json
+import errno
+import hashlib
+import inspect
 import os
-import pickle
-import re
+import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
+import httpx2
 import pytest
 import torch
-from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants
-from safetensors.torch import save_file
-from torch import nn
+from huggingface_hub import CommitInfo, HfApi, RepoUrl, constants
+from huggingface_hub.errors import HfHubHTTPError, IncompleteSnapshotError, LocalEntryNotFoundError
+from huggingface_hub.utils import filter_repo_objects, hf_raise_for_status
 
-from cifar_model import CLASSES, Classifier, CifarCNN, ModelLoadError
-from cifar_model.weights import CARD_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, state_dict_to_cpu
-from hub_server import FakeHub, git_blob_sha
+from cifar_model import BUNDLED_WEIGHTS, Classifier, ModelLoadError
+from cifar_model.weights import CONFIG_FILE, HUB_FILES, METRICS_FILE, WEIGHTS_FILE
+from train import publish
 from train.publish import PublishError, push_folder
 
-ROOT = Path(__file__).resolve().parent.parent
-REPO = "tester/cifar10-cnn"
+REPO = "owner/name"
+SHA = "0123456789abcdef0123456789abcdef01234567"  # a commit sha: 40 hex digits
 TOKEN = "hf_test_token"
-ACCURACY = 0.8765
+ENDPOINT = "https://huggingface.co"
 # Four fixed pictures: the same input for every logits comparison.
 PIXELS = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+REAL_SNAPSHOT_DOWNLOAD = inspect.signature(__import__("huggingface_hub").snapshot_download)
 
 
 # ---------------------------------------------------------------------------- isolation
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch):
-    """Refuse, and fail the test on, any connection or name lookup outside loopback.
+    """Refuse, and fail the test on, any connection or name lookup.
 
-    The client swallows some network errors (it falls back to the cache), so a refused attempt
-    alone could pass unnoticed: the attempts are collected and asserted at teardown.
+    huggingface_hub falls back to its cache on some network errors, so a refused attempt alone could
+    pass unnoticed: the attempts are collected and asserted at teardown.
     """
     attempts: list[object] = []
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
     def connect(sock: socket.socket, address) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in _LOOPBACK:
-            attempts.append(address)
-            raise ConnectionRefusedError(f"test_hub blocks connections outside loopback: {address}")
-        return real_connect(sock, address)
+        attempts.append(address)
+        raise ConnectionRefusedError(f"test_hub blocks every connection: {address}")
 
     def getaddrinfo(host, *args, **kwargs):
-        if host not in _LOOPBACK and host is not None:
-            attempts.append(host)
-            raise socket.gaierror(f"test_hub blocks name lookups outside loopback: {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
+        attempts.append(host)
+        raise socket.gaierror(f"test_hub blocks every name lookup: {host}")
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
@@ -69,304 +66,311 @@ def no_network(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture(autouse=True)
 def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """HF_HOME (cache, token, registries) in tmp_path, no token, online mode, the default endpoint.
+    """HF_HOME (cache, token) in tmp_path, no token, online mode, the default endpoint.
 
     huggingface_hub reads these at import time, so its constants are patched as well as the env.
     """
     home = tmp_path / "hf_home"
     monkeypatch.setenv("HF_HOME", str(home))
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HF_ENDPOINT", "HF_HUB_OFFLINE"):
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HF_ENDPOINT", "HF_HUB_OFFLINE",
+                "HF_HUB_CACHE"):
         monkeypatch.delenv(var, raising=False)
-    for name, value in {
-        "HF_HOME": home, "HF_HUB_CACHE": home / "hub", "HF_TOKEN_PATH": home / "token",
-        "HF_STORED_TOKENS_PATH": home / "stored_tokens", "AGENT_HARNESSES_PATH": home / "agents.json",
-    }.items():
+    for name, value in {"HF_HOME": home, "HF_HUB_CACHE": home / "hub", "HF_TOKEN_PATH": home / "token",
+                        "HF_STORED_TOKENS_PATH": home / "stored_tokens"}.items():
         monkeypatch.setattr(constants, name, str(value))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", ENDPOINT)
     return home
-
-
-def point_client_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
-    """What HF_ENDPOINT does at import: both the API endpoint and the file URL template."""
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch):
-    """A running stand-in Hub the client talks to; fails the test if the client used a route it lacks."""
-    with FakeHub() as server:
-        point_client_at(monkeypatch, server.url)
-        yield server
-    assert not server.unknown, f"requests the stand-in Hub does not implement: {server.unknown}"
-
-
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """HF_HUB_OFFLINE=1, as the client sees it after import."""
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
 # ---------------------------------------------------------------------------- helpers
 
-def make_model(seed: int = 0) -> CifarCNN:
-    """A seeded CifarCNN in eval mode, with BatchNorm statistics that are not the defaults (so a
-    round trip that lost the buffers would change the logits)."""
-    torch.manual_seed(seed)
-    model = CifarCNN()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0.0, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+def http_error(status: int, url: str, method: str = "GET", **headers: str) -> HfHubHTTPError:
+    """The typed error huggingface_hub raises for this response (RepositoryNotFoundError, ...)."""
+    response = httpx2.Response(status, headers=headers, request=httpx2.Request(method, url))
+    try:
+        hf_raise_for_status(response)
+    except HfHubHTTPError as err:
+        return err
+    raise AssertionError(f"hf_raise_for_status did not raise for {status}")
 
 
-def make_folder(folder: Path, seed: int = 0) -> CifarCNN:
-    """A Hub-ready weights folder (safetensors, config, metrics, card with model-index) for a seeded model."""
-    folder.mkdir(parents=True, exist_ok=True)
-    data = ModelCardData(model_name="cifar10-cnn", license="mit", eval_results=[EvalResult(
-        task_type="image-classification", dataset_type="cifar10", dataset_name="CIFAR-10",
-        dataset_split="test", metric_type="accuracy", metric_value=ACCURACY)])
-    # Written before save_pretrained, which only writes its own generic card where there is none.
-    ModelCard(f"---\n{data.to_yaml()}\n---\n\n# CIFAR-10 CNN (seed {seed})\n").save(folder / CARD_FILE)
-    (folder / METRICS_FILE).write_text(json.dumps({"test_accuracy": ACCURACY, "seed": seed}))
-    model = make_model(seed)
-    model.save_pretrained(folder)
-    return model
-
-
-def logits(model_or_classifier: CifarCNN | Classifier) -> torch.Tensor:
-    """The flip-averaged logits of PIXELS, through the same inference path the app uses."""
-    clf = model_or_classifier if isinstance(model_or_classifier, Classifier) else Classifier(model_or_classifier)
-    return clf.logits(PIXELS)
-
-
-def build_cache(cache: Path, repo_id: str, folder: Path, sha: str) -> Path:
-    """The cache entry a download of ``repo_id`` at commit ``sha`` leaves: blobs named by ETag,
-    snapshot symlinks, refs/main. Returns the snapshot folder."""
-    repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo_dir / "snapshots" / sha
-    (repo_dir / "blobs").mkdir(parents=True)
+def snapshot_of_bundled_weights(cache: Path, sha: str = SHA) -> Path:
+    """A snapshot folder as snapshot_download leaves it, holding the bundled weights' files."""
+    snapshot = cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / sha
     snapshot.mkdir(parents=True)
-    for f in folder.iterdir():
-        blob = repo_dir / "blobs" / git_blob_sha(f.read_bytes())
-        blob.write_bytes(f.read_bytes())
-        (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / "main").write_text(sha)
+    for f in BUNDLED_WEIGHTS.iterdir():
+        (snapshot / f.name).symlink_to(f)
     return snapshot
 
 
-class MaliciousPickle:
-    """Unpickling this creates ``marker``: proof that a pickle was executed."""
+class FakeSnapshotDownload:
+    """Stands in for ``huggingface_hub.snapshot_download``: records each call's arguments (bound to
+    the real signature) and returns ``folder`` or raises ``error``."""
 
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
+    def __init__(self, folder: Path | None = None, error: BaseException | None = None) -> None:
+        self.folder, self.error, self.calls = folder, error, []
 
-    def __reduce__(self):
-        return open, (str(self.marker), "w")
-
-
-# ---------------------------------------------------------------------------- round trips
-
-def test_save_pretrained_round_trip_gives_identical_logits(tmp_path: Path) -> None:
-    model = make_folder(tmp_path / "w")
-    loaded = Classifier.from_pretrained(tmp_path / "w")
-    assert torch.equal(logits(loaded), logits(model))
-    assert loaded.info.card_accuracy == pytest.approx(ACCURACY)
-    assert loaded.info.metrics["test_accuracy"] == ACCURACY
+    def __call__(self, *args, **kwargs) -> str:
+        self.calls.append(REAL_SNAPSHOT_DOWNLOAD.bind(*args, **kwargs).arguments)
+        if self.error is not None:
+            raise self.error
+        return str(self.folder)
 
 
-@pytest.mark.parametrize("pinned", [False, True], ids=["main", "pinned-sha"])
-def test_repo_loads_offline_from_hand_built_cache(tmp_path: Path, offline: None, pinned: bool) -> None:
-    model = make_folder(tmp_path / "w")
-    sha = "a" * 40
-    snapshot = build_cache(Path(constants.HF_HUB_CACHE), REPO, tmp_path / "w", sha)
-    clf = Classifier.from_pretrained(REPO, revision=sha if pinned else None)
-    assert torch.equal(logits(clf), logits(model))
-    assert clf.info.folder == snapshot
-    assert clf.info.revision == sha
-    assert clf.info.label == f"{REPO}@aaaaaaa"
+@pytest.fixture
+def download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeSnapshotDownload:
+    """snapshot_download replaced (weights.py imports it from huggingface_hub when it downloads)."""
+    fake = FakeSnapshotDownload(snapshot_of_bundled_weights(tmp_path / "cache"))
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake)
+    return fake
 
 
-@pytest.mark.parametrize("revision", [None, "b" * 40])
-def test_uncached_repo_offline_is_a_clear_error(offline: None, revision: str | None) -> None:
-    with pytest.raises(ModelLoadError, match="Could not reach the Hugging Face Hub") as err:
-        Classifier.from_pretrained(REPO, revision=revision)
-    assert REPO in str(err.value) and "not in the local cache" in str(err.value)
+# ---------------------------------------------------------------------------- loading: what we pass
+
+@pytest.mark.parametrize("source", ["../x", "a/b/c", "x--y", "x..y", "-x", "name.git", "owner/", "a b",
+                                    "./no/such/folder", "/no/such/folder", Path("runs/missing")])
+def test_not_a_folder_nor_a_repo_id_never_reaches_the_hub(download: FakeSnapshotDownload, source) -> None:
+    # Path("runs/missing") reads like a repo id, but a Path always names a folder.
+    with pytest.raises(ModelLoadError, match="No such weights folder"):
+        Classifier.from_pretrained(source)
+    assert download.calls == []
 
 
-def test_uncached_repo_with_hub_down_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, free_port) -> None:
-    point_client_at(monkeypatch, f"http://127.0.0.1:{free_port()}")
-    expected = f"Could not reach the Hugging Face Hub for {REPO}.*not in the local cache"
-    with pytest.raises(ModelLoadError, match=expected):
+def test_a_file_instead_of_a_folder_says_so(download: FakeSnapshotDownload) -> None:
+    with pytest.raises(ModelLoadError, match="is a file: pass the weights folder"):
+        Classifier.from_pretrained(str(BUNDLED_WEIGHTS / WEIGHTS_FILE))
+    assert download.calls == []
+
+
+def test_repo_id_is_downloaded_at_the_revision_with_only_the_weights_files(
+        download: FakeSnapshotDownload, classifier: Classifier, tmp_path: Path) -> None:
+    clf = Classifier.from_pretrained(REPO, revision="v1.0", cache_dir=tmp_path / "c", token=TOKEN)
+    assert download.calls == [{"repo_id": REPO, "revision": "v1.0", "allow_patterns": HUB_FILES,
+                               "cache_dir": tmp_path / "c", "token": TOKEN}]
+    # The revision recorded is the commit the snapshot folder is named by, not the tag asked for.
+    assert clf.info.source == REPO and clf.info.revision == SHA and clf.info.label == f"{REPO}@{SHA[:7]}"
+    assert clf.info.folder == download.folder
+    assert clf.info.metrics.test_accuracy == classifier.info.metrics.test_accuracy
+    assert torch.equal(clf.logits(PIXELS), classifier.logits(PIXELS))
+
+
+def test_no_revision_is_passed_as_none_and_the_commit_still_recorded(download: FakeSnapshotDownload) -> None:
+    clf = Classifier.from_pretrained(REPO, local_files_only=True)
+    assert download.calls == [{"repo_id": REPO, "revision": None, "allow_patterns": HUB_FILES,
+                               "local_files_only": True}]
+    assert clf.info.revision == SHA
+
+
+def test_allow_patterns_fetch_no_pickle_and_nothing_else() -> None:
+    # What snapshot_download does with our allow_patterns on a repo holding more than a weights folder.
+    repo_files = [".gitattributes", "pytorch_model.bin", "optimizer.pt", "model.pkl", "train.py", "runs/config.json",
+                  "checkpoints/model.safetensors", *HUB_FILES]
+    assert sorted(filter_repo_objects(repo_files, allow_patterns=HUB_FILES)) == sorted(HUB_FILES)
+
+
+def test_a_downloaded_folder_is_checked_like_any_folder(download: FakeSnapshotDownload, tmp_path: Path) -> None:
+    snapshot = tmp_path / "bad" / SHA
+    snapshot.mkdir(parents=True)
+    (snapshot / CONFIG_FILE).write_text('{"classes": ["cat", "cat"], "mean": [0, 0, 0], "std": [1, 1, 1]}')
+    shutil.copy(BUNDLED_WEIGHTS / WEIGHTS_FILE, snapshot / WEIGHTS_FILE)
+    download.folder = snapshot
+    with pytest.raises(ModelLoadError, match=f"{snapshot / CONFIG_FILE}: field 'classes'"):
         Classifier.from_pretrained(REPO)
 
 
-# ---------------------------------------------------------------------------- push and pull
+# ---------------------------------------------------------------------------- loading: their errors
 
-def test_push_then_load_pinned_revision(tmp_path: Path, hub: FakeHub) -> None:
-    model = make_folder(tmp_path / "w")
-    (tmp_path / "w" / "optimizer.pt").write_bytes(b"not part of a weights folder")
-    sha = push_folder(tmp_path / "w", REPO, token=TOKEN)
-    assert re.fullmatch(r"[0-9a-f]{40}", sha) and hub.repos[REPO].refs["main"] == sha
-    assert set(hub.repos[REPO].commits[sha]) == {".gitattributes", CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, CARD_FILE}
-    assert hub.auth_headers and set(hub.auth_headers) == {f"Bearer {TOKEN}"}
-
-    clf = Classifier.from_pretrained(REPO, revision=sha, cache_dir=tmp_path / "cache")
-    assert torch.equal(logits(clf), logits(model))
-    assert clf.info.revision == sha and clf.info.label == f"{REPO}@{sha[:7]}"
-    assert clf.info.card_accuracy == pytest.approx(ACCURACY)
-    card = (tmp_path / "w" / CARD_FILE).read_bytes()
-    assert hub.repos[REPO].commits[sha][CARD_FILE] == card  # uploaded as it is, not regenerated
-    assert (clf.info.folder / CARD_FILE).read_bytes() == card
-    assert not any(path.endswith("optimizer.pt") for _, path, _ in hub.log)
+API = f"{ENDPOINT}/api/models/{REPO}/revision/v2"
+NO_REPO = r"No model repo 'owner/name' on the Hugging Face Hub \(or it is private: set HF_TOKEN\)\.$"
+NOT_CACHED = r"Could not reach the Hugging Face Hub for owner/name@v2, and it is not in the local cache\.$"
+FAILED = r"Could not download owner/name@v2 from the Hugging Face Hub: "
 
 
-def test_pinned_revision_keeps_old_weights_after_a_new_push(tmp_path: Path, hub: FakeHub) -> None:
-    old_model, new_model = make_folder(tmp_path / "old", seed=0), make_folder(tmp_path / "new", seed=1)
-    old_sha = push_folder(tmp_path / "old", REPO, token=TOKEN)
-    new_sha = push_folder(tmp_path / "new", REPO, token=TOKEN)
-    assert new_sha != old_sha
-    cache = tmp_path / "cache"
-    assert torch.equal(logits(Classifier.from_pretrained(REPO, revision=old_sha, cache_dir=cache)), logits(old_model))
-    latest = Classifier.from_pretrained(REPO, cache_dir=cache)
-    assert latest.info.revision == new_sha and torch.equal(logits(latest), logits(new_model))
+@pytest.mark.parametrize("error, message", [
+    (lambda: http_error(404, API, **{"X-Error-Code": "RepoNotFound"}), NO_REPO),
+    (lambda: http_error(401, API), NO_REPO),  # private, no token: the Hub answers 401
+    (lambda: http_error(403, API, **{"X-Error-Code": "GatedRepo"}),
+     r"The repo 'owner/name' is gated: accept its terms on the Hub and set HF_TOKEN\.$"),
+    (lambda: http_error(404, API, **{"X-Error-Code": "RevisionNotFound"}),
+     r"The repo 'owner/name' has no revision 'v2'\.$"),
+    (lambda: LocalEntryNotFoundError("Cannot find an appropriate cached snapshot folder"), NOT_CACHED),
+    (lambda: IncompleteSnapshotError("The cached snapshot misses model.safetensors", "/cache/snap"), NOT_CACHED),
+    (lambda: http_error(500, API), FAILED + "HfHubHTTPError: Server error .500 Internal Server Error."),
+    (lambda: httpx2.ProxyError("407 Proxy Authentication Required"), FAILED + "ProxyError: 407"),
+    (lambda: httpx2.ConnectError("[Errno 111] Connection refused"), FAILED + "ConnectError:"),  # mid-download
+    (lambda: httpx2.ReadTimeout("The read operation timed out"), FAILED + "ReadTimeout:"),
+    (lambda: OSError(errno.ENOSPC, "No space left on device"), FAILED + r"OSError: \[Errno 28\] No space left"),
+], ids=["not-found", "private", "gated", "no-revision", "offline-uncached", "offline-incomplete", "server-error",
+        "proxy", "transport", "timeout", "disk-full"])
+def test_each_hub_error_becomes_a_model_load_error(download: FakeSnapshotDownload, error, message: str) -> None:
+    download.error = error()
+    with pytest.raises(ModelLoadError, match=message) as caught:
+        Classifier.from_pretrained(REPO, revision="v2")
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # one message, no chained traceback
+    assert len(download.calls) == 1
 
 
-def test_cli_pushes_and_prints_how_to_load(tmp_path: Path, hub: FakeHub, hf_home: Path) -> None:
-    # A subprocess, so that HF_ENDPOINT and HF_TOKEN are read at import as in a user's shell.
-    make_folder(tmp_path / "w")
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HOME": str(hf_home),
-           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-    done = subprocess.run([sys.executable, "-m", "train.publish", str(tmp_path / "w"), REPO, "--private"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    sha = hub.repos[REPO].refs["main"]
-    assert hub.repos[REPO].private
-    assert done.stdout.splitlines() == [sha, f'Classifier.from_pretrained("{REPO}", revision="{sha}")']
+def test_an_interrupt_is_not_turned_into_a_load_error(download: FakeSnapshotDownload) -> None:
+    download.error = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        Classifier.from_pretrained(REPO)
 
 
-# ---------------------------------------------------------------------------- push failures
+# ---------------------------------------------------------------------------- end to end, offline
 
-def test_push_without_token_says_how_to_log_in(tmp_path: Path, hub: FakeHub) -> None:
-    make_folder(tmp_path / "w")
-    with pytest.raises(PublishError, match="HF_TOKEN") as err:
+def test_end_to_end_pinned_repo_loads_offline_from_a_hand_built_cache(
+        monkeypatch: pytest.MonkeyPatch, classifier: Classifier) -> None:
+    """The real snapshot_download, HF_HUB_OFFLINE=1, sockets blocked: the cache layout
+    huggingface_hub documents (blobs named by hash, snapshot symlinks, refs/main) is all it has."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+    repo_dir = Path(constants.HF_HUB_CACHE) / "models--owner--name"
+    snapshot = repo_dir / "snapshots" / SHA
+    (repo_dir / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for f in BUNDLED_WEIGHTS.iterdir():
+        blob = repo_dir / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.write_bytes(f.read_bytes())
+        (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(SHA)
+
+    for revision in (SHA, None):  # pinned, and main through refs/main
+        clf = Classifier.from_pretrained(REPO, revision=revision)
+        assert clf.info.folder == snapshot and clf.info.revision == SHA and clf.info.label == f"{REPO}@{SHA[:7]}"
+        assert torch.equal(clf.logits(PIXELS), classifier.logits(PIXELS))
+        assert clf.predict(BUNDLED_WEIGHTS.parent / "examples" / "cat_1.jpg") == \
+            classifier.predict(BUNDLED_WEIGHTS.parent / "examples" / "cat_1.jpg")
+    with pytest.raises(ModelLoadError, match="Could not reach the Hugging Face Hub for owner/other"):
+        Classifier.from_pretrained("owner/other")
+
+
+# ---------------------------------------------------------------------------- publishing: what we pass
+
+class FakeHfApi:
+    """Stands in for ``HfApi.create_repo`` and ``HfApi.upload_folder``: records each call (bound to
+    the real signature), the token the client was made with, and which files of the folder the
+    patterns select; returns what the Hub returns, or raises ``errors[method]``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, dict, str | None]] = []
+        self.errors: dict[str, BaseException] = {}
+        self.uploaded: list[str] = []
+        for name in ("create_repo", "upload_folder"):
+            monkeypatch.setattr(HfApi, name, self._fake(name, inspect.signature(getattr(HfApi, name))))
+
+    def _fake(self, name: str, signature: inspect.Signature):
+        fake = self
+
+        def method(api: HfApi, *args, **kwargs):
+            arguments = signature.bind(api, *args, **kwargs).arguments
+            del arguments["self"]
+            fake.calls.append((name, arguments, api.token))
+            if name in fake.errors:
+                raise fake.errors[name]
+            if name == "create_repo":
+                return RepoUrl(f"{ENDPOINT}/{arguments['repo_id']}", endpoint=ENDPOINT)
+            folder = Path(arguments["folder_path"])
+            files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+            fake.uploaded = list(filter_repo_objects(files, allow_patterns=arguments.get("allow_patterns"),
+                                                     ignore_patterns=arguments.get("ignore_patterns")))
+            return CommitInfo(commit_url=f"{ENDPOINT}/{arguments['repo_id']}/commit/{SHA}",
+                              commit_message=arguments.get("commit_message") or "", commit_description="", oid=SHA)
+
+        return method
+
+
+@pytest.fixture
+def hub_api(monkeypatch: pytest.MonkeyPatch) -> FakeHfApi:
+    return FakeHfApi(monkeypatch)
+
+
+def weights_folder(folder: Path) -> dict[str, bytes]:
+    """A trained-run folder: the weights files and some that must not be uploaded. Returns its contents."""
+    folder.mkdir(parents=True)
+    for f in BUNDLED_WEIGHTS.iterdir():
+        shutil.copy(f, folder / f.name)
+    (folder / "reliability.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (folder / "optimizer.pt").write_bytes(b"not part of a weights folder")
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / WEIGHTS_FILE).write_bytes(b"an older checkpoint")
+    return contents(folder)
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_push_creates_a_model_repo_and_uploads_only_the_weights_files(tmp_path: Path, hub_api: FakeHfApi) -> None:
+    before = weights_folder(tmp_path / "w")
+    assert push_folder(tmp_path / "w", REPO, token=TOKEN) == SHA
+    assert hub_api.calls == [
+        ("create_repo", {"repo_id": REPO, "exist_ok": True, "repo_type": "model", "private": False}, TOKEN),
+        ("upload_folder", {"folder_path": tmp_path / "w", "repo_id": REPO, "repo_type": "model",
+                           "allow_patterns": HUB_FILES, "commit_message": "Upload CIFAR-10 CNN weights"}, TOKEN),
+    ]
+    assert hub_api.uploaded == sorted(["README.md", CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, "reliability.png"])
+    assert contents(tmp_path / "w") == before  # the card is uploaded as it is: nothing written or deleted
+
+
+def test_cli_pushes_private_with_the_saved_token_and_prints_how_to_load(
+        tmp_path: Path, hub_api: FakeHfApi, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    weights_folder(tmp_path / "w")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # read by huggingface_hub's get_token at call time
+    assert publish.main([str(tmp_path / "w"), REPO, "--private", "--message", "Epoch 40"]) == 0
+    (_, create, token), (_, upload, _) = hub_api.calls
+    assert create["private"] is True and upload["commit_message"] == "Epoch 40" and token == TOKEN
+    assert capsys.readouterr().out.splitlines() == [SHA, f'Classifier.from_pretrained("{REPO}", revision="{SHA}")']
+
+
+# ---------------------------------------------------------------------------- publishing: their errors
+
+def test_push_without_a_token_says_how_to_log_in(tmp_path: Path, hub_api: FakeHfApi,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    before = weights_folder(tmp_path / "w")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(PublishError, match="No Hugging Face token: run `hf auth login` or set HF_TOKEN") as err:
         push_folder(tmp_path / "w", REPO)
-    assert "hf auth login" in str(err.value) and f"kept at {tmp_path / 'w'}" in str(err.value)
-    assert hub.log == [] and (tmp_path / "w" / WEIGHTS_FILE).is_file()
+    assert f"the folder is kept at {tmp_path / 'w'}" in str(err.value)
+    assert hub_api.calls == [] and contents(tmp_path / "w") == before
 
 
-@pytest.mark.parametrize("status", [401, 403])
-def test_push_with_refused_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int) -> None:
-    make_folder(tmp_path / "w")
-    with FakeHub(refuse=status) as server:
-        point_client_at(monkeypatch, server.url)
-        with pytest.raises(PublishError, match=f"token .*\\({status}\\)") as err:
-            push_folder(tmp_path / "w", REPO, token="hf_revoked")
-    assert "kept at" in str(err.value) and (tmp_path / "w" / WEIGHTS_FILE).is_file()
+CREATE = f"{ENDPOINT}/api/repos/create"
+PREUPLOAD = f"{ENDPOINT}/api/models/{REPO}/preupload/main"
 
 
-def test_push_with_hub_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_port) -> None:
-    make_folder(tmp_path / "w")
-    point_client_at(monkeypatch, f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(PublishError, match="could not be reached.*kept at"):
+@pytest.mark.parametrize("method, error, message", [
+    ("create_repo", lambda: http_error(401, CREATE, "POST"),
+     r"the token was refused \(401\): run `hf auth login` again or set a valid HF_TOKEN"),
+    ("create_repo", lambda: http_error(403, CREATE, "POST"),
+     r"the token may not write there \(403\): use a write token for a namespace you belong to"),
+    ("upload_folder", lambda: http_error(403, PREUPLOAD, "POST"), r"the token may not write there \(403\)"),
+    ("create_repo", lambda: httpx2.ConnectError("[Errno 111] Connection refused"),
+     r"the Hub could not be reached \(ConnectError: \[Errno 111\] Connection refused\)"),
+    ("upload_folder", lambda: httpx2.ReadTimeout("The read operation timed out"), r"the Hub did not answer in time"),
+    ("upload_folder", lambda: http_error(500, PREUPLOAD, "POST"),
+     r"the Hub answered 500: try again later \(HfHubHTTPError: Server error .500 Internal Server Error. for url \S+ "),
+    ("upload_folder", lambda: ValueError("Invalid metadata in README.md."),
+     r"ValueError: Invalid metadata in README\.md"),
+], ids=["401", "403", "403-on-upload", "unreachable", "timeout", "server-error", "bad-card"])
+def test_push_failure_says_what_to_do_and_keeps_the_folder(
+        tmp_path: Path, hub_api: FakeHfApi, capsys, monkeypatch: pytest.MonkeyPatch, method: str, error,
+        message: str) -> None:
+    before = weights_folder(tmp_path / "w")
+    hub_api.errors[method] = error()
+    with pytest.raises(PublishError, match=f"^Could not push {REPO} to {ENDPOINT}: {message}") as err:
         push_folder(tmp_path / "w", REPO, token=TOKEN)
-    assert {p.name for p in (tmp_path / "w").iterdir()} == {CARD_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE}
+    assert str(err.value).endswith(f"; the folder is kept at {tmp_path / 'w'}.") and "\n" not in str(err.value)
+    assert contents(tmp_path / "w") == before
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # the command line says the same, on stderr, and exits 1
+    assert publish.main([str(tmp_path / "w"), REPO]) == 1
+    assert capsys.readouterr().err == f"push failed: {err.value}\n"
 
 
-def test_push_refuses_a_folder_without_weights(tmp_path: Path, hub: FakeHub) -> None:
+def test_push_refuses_a_folder_without_weights(tmp_path: Path, hub_api: FakeHfApi) -> None:
     (tmp_path / "w").mkdir()
-    with pytest.raises(PublishError, match=f"not a weights folder.*{WEIGHTS_FILE}"):
+    (tmp_path / "w" / CONFIG_FILE).write_text("{}")
+    with pytest.raises(PublishError, match=f"not a weights folder: {WEIGHTS_FILE} missing"):
         push_folder(tmp_path / "w", REPO, token=TOKEN)
-    assert hub.log == []
-
-
-# ---------------------------------------------------------------------------- weights that must be refused
-
-def _delete(weights: Path) -> None:
-    weights.unlink()
-
-
-def _random_bytes(weights: Path) -> None:
-    weights.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-                        .numpy().tobytes())
-
-
-def _other_shapes(weights: Path) -> None:  # eleven classes: the last layer has another shape
-    save_file(state_dict_to_cpu(CifarCNN(classes=[*CLASSES, "extra"])), weights)
-
-
-def _other_keys(weights: Path) -> None:
-    save_file({"backbone.conv.weight": torch.zeros(8, 3, 3, 3)}, weights)
-
-
-@pytest.mark.parametrize("damage, message", [
-    (_delete, "is missing"),
-    (_random_bytes, "not a readable safetensors file"),
-    (_other_shapes, "another architecture"),
-    (_other_keys, "another architecture"),
-])
-def test_bad_weights_file_is_named_in_the_error(tmp_path: Path, damage, message: str) -> None:
-    make_folder(tmp_path / "w")
-    weights = tmp_path / "w" / WEIGHTS_FILE
-    damage(weights)
-    with pytest.raises(ModelLoadError, match=message) as err:
-        Classifier.from_pretrained(tmp_path / "w")
-    assert str(weights) in str(err.value)
-
-
-@pytest.mark.parametrize("with_safetensors", [False, True])
-def test_pickle_beside_config_is_never_executed(tmp_path: Path, with_safetensors: bool) -> None:
-    control = tmp_path / "control"
-    pickle.loads(pickle.dumps(MaliciousPickle(control)))
-    assert control.exists()  # the payload works: unpickling it does run code
-
-    make_folder(tmp_path / "w")
-    marker = tmp_path / "pwned"
-    (tmp_path / "w" / "pytorch_model.bin").write_bytes(pickle.dumps(MaliciousPickle(marker)))
-    if with_safetensors:
-        assert Classifier.from_pretrained(tmp_path / "w").info.folder == tmp_path / "w"
-    else:
-        (tmp_path / "w" / WEIGHTS_FILE).unlink()
-        with pytest.raises(ModelLoadError, match=WEIGHTS_FILE):
-            Classifier.from_pretrained(tmp_path / "w")
-    assert not marker.exists()
-
-
-def test_pickle_only_repo_is_refused_and_not_downloaded(tmp_path: Path, hub: FakeHub) -> None:
-    marker = tmp_path / "pwned"
-    config = json.dumps(make_model().inference_config).encode()
-    sha = hub.add_repo(REPO, {CONFIG_FILE: config, "pytorch_model.bin": pickle.dumps(MaliciousPickle(marker))})
-    with pytest.raises(ModelLoadError, match=WEIGHTS_FILE):
-        Classifier.from_pretrained(REPO, revision=sha, cache_dir=tmp_path / "cache")
-    assert not marker.exists()
-    assert not any(path.endswith("pytorch_model.bin") for _, path, _ in hub.log)
-
-
-# ---------------------------------------------------------------------------- sources that are not there
-
-@pytest.mark.parametrize("source", ["./no/such/folder", "/no/such/folder", "a/b/c", Path("runs/missing")],
-                         ids=["relative", "absolute", "three-parts", "path-object"])
-def test_missing_local_folder(source: str | Path) -> None:
-    # Path("runs/missing") reads like a repo id, but a Path is always a folder: no Hub lookup
-    # (the no_network fixture would fail the test if one were made).
-    with pytest.raises(ModelLoadError, match="No such weights folder"):
-        Classifier.from_pretrained(source)
-
-
-def test_weights_file_instead_of_folder(tmp_path: Path) -> None:
-    make_folder(tmp_path / "w")
-    with pytest.raises(ModelLoadError, match="is a file"):
-        Classifier.from_pretrained(str(tmp_path / "w" / WEIGHTS_FILE))
-
-
-def test_download_cut_off_midway_is_a_model_load_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_folder(tmp_path / "w")
-    monkeypatch.setattr("huggingface_hub.file_download.time.sleep", lambda s: None)  # its retry back-off
-    with FakeHub(drop_downloads=True) as server:
-        point_client_at(monkeypatch, server.url)
-        sha = server.add_repo(REPO, {p.name: p.read_bytes() for p in (tmp_path / "w").iterdir()})
-        with pytest.raises(ModelLoadError, match=f"Could not download {REPO}@{sha}"):
-            Classifier.from_pretrained(REPO, revision=sha, cache_dir=tmp_path / "cache")
+    assert hub_api.calls == []

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from cifar_model import CIFAR_MEAN, CIFAR_STD, CLASSES, IMAGE_SIZE, Classifier, CifarCNN, count_parameters, normalize
+from cifar_model.weights import check_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -144,6 +145,9 @@ def test_config_carries_what_inference_needs(tmp_path):
     assert config["image_size"] == IMAGE_SIZE == 32
     assert config["mean"] == pytest.approx(list(CIFAR_MEAN))
     assert config["std"] == pytest.approx(list(CIFAR_STD))
+    assert config["temperature"] == 1.0 and config["dropout"] == 0.3
+    assert check_config(config) == {k: config[k] for k in ("classes", "mean", "std", "image_size", "dropout",
+                                                           "temperature")}  # what loading will accept
     assert (tmp_path / "model.safetensors").is_file()
 
 

@@ -18,12 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from cifar_model import CIFAR_MEAN, CIFAR_STD, Classifier, CifarCNN, ImageError, normalize, open_image, preprocess, to_rgb, to_uint8
+from cifar_model import CIFAR_MEAN, CIFAR_STD, Classifier, CifarCNN, ImageError, normalize, open_image, to_rgb, to_uint8
 from tests.hostile import encode, photo
 
 pytestmark = pytest.mark.timeout(30)
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
+
+
+def network_input(source, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
+    """The one path from a picture to what the network takes: ``normalize(to_uint8(...))``."""
+    return normalize(torch.from_numpy(to_uint8(source)), mean, std)
 
 
 def check_tensor(x: torch.Tensor) -> None:
@@ -90,7 +95,7 @@ GREY_MODES = {"1", "L", "LA", "La", "I;16", "I;16B", "I", "F"}
 def test_every_mode_gives_the_pictures_colours(mode):
     img = MODES[mode]()
     assert img.mode == mode
-    check_tensor(preprocess(img))
+    check_tensor(network_input(img))
     expected = to_uint8(photo().convert("L") if mode in GREY_MODES else photo()).astype(int)
     got = to_uint8(img).astype(int)
     # "1" is dithered and "P" quantised; LAB/HSV/YCbCr round through 8-bit maths: all close on average.
@@ -113,7 +118,7 @@ FILE_MODES = {
 @pytest.mark.parametrize("fmt,mode", [(f, m) for f, modes in FILE_MODES.items() for m in modes])
 def test_every_mode_as_a_file(fmt, mode):
     data = encode(MODES[mode](), fmt)
-    check_tensor(preprocess(data))
+    check_tensor(network_input(data))
 
 
 def test_palette_transparency_and_premultiplied_modes_composite_onto_white():
@@ -181,7 +186,7 @@ def test_float_pictures():
     assert tuple(to_uint8(solid("F", 200.0))[0, 0]) == (200,) * 3  # [0, 255] floats
     nan = np.full((30, 40), np.nan, np.float32)
     nan[:, 20:] = np.inf
-    check_tensor(preprocess(Image.fromarray(nan)))
+    check_tensor(network_input(Image.fromarray(nan)))
 
 
 # --------------------------------------------------------------------------- EXIF orientation
@@ -250,7 +255,7 @@ def test_sizes(size):
     # Large ones as JPEG (fast to encode and decode with draft); small ones as lossless PNG.
     fmt = "JPEG" if size[0] * size[1] > 1_000_000 else "PNG"
     data = encode(photo(*size), fmt)
-    x = preprocess(data)
+    x = network_input(data)
     check_tensor(x)
     assert tuple(to_uint8(data).shape) == (32, 32, 3)
 
@@ -331,8 +336,8 @@ def test_normalisation_uses_the_models_mean_and_std():
     img = photo()
     pixels = torch.from_numpy(to_uint8(img)).float() / 255  # H x W x 3
     by_hand = ((pixels - torch.tensor(CIFAR_MEAN)) / torch.tensor(CIFAR_STD)).permute(2, 0, 1)[None]
-    torch.testing.assert_close(preprocess(img), by_hand, rtol=0, atol=1e-6)
-    x = preprocess(img, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    torch.testing.assert_close(network_input(img), by_hand, rtol=0, atol=1e-6)
+    x = network_input(img, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     torch.testing.assert_close(x, (pixels.permute(2, 0, 1)[None] - 0.5) / 0.25, rtol=0, atol=1e-6)
 
 
@@ -372,7 +377,7 @@ def test_bytes_path_file_and_pil_inputs_agree(tmp_path, name, data):
         assert not f.closed  # the caller's file stays theirs to close
     assert np.array_equal(to_uint8(io.BytesIO(data)), expected)
     assert np.array_equal(to_uint8(Image.open(io.BytesIO(data))), expected)
-    torch.testing.assert_close(preprocess(path), preprocess(data), rtol=0, atol=0)
+    torch.testing.assert_close(network_input(path), network_input(data), rtol=0, atol=0)
 
 
 def test_a_pil_image_is_not_modified():
@@ -429,7 +434,7 @@ def high_depth_resized(mode: str, img: Image.Image) -> Image.Image:
 @given(pictures())
 def test_property_a_finite_tensor_or_an_image_error(data):
     try:
-        x = preprocess(data)
+        x = network_input(data)
     except ImageError as err:
         assert str(err).endswith(".") and "\n" not in str(err)
     else:

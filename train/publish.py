@@ -76,15 +76,18 @@ def _explain(err: Exception) -> str:
 
     response = getattr(err, "response", None) if isinstance(err, HfHubHTTPError) else None
     status = response.status_code if response is not None else None
+    what = f"{type(err).__name__}: {' '.join(str(err).split())}"  # one line: the Hub's messages span several
     if status == 401:
         return "the token was refused (401): run `hf auth login` again or set a valid HF_TOKEN"
     if status == 403:
         return "the token may not write there (403): use a write token for a namespace you belong to"
+    if status is not None:  # checked before transport errors: HfHubHTTPError is an httpx2.HTTPError too
+        return f"the Hub answered {status}{': try again later' if status >= 500 else ''} ({what})"
     if isinstance(err, (httpx2.TimeoutException, TimeoutError)):
-        return f"the Hub did not answer in time ({err})"
+        return f"the Hub did not answer in time ({what})"
     if isinstance(err, (httpx2.HTTPError, ConnectionError)):
-        return f"the Hub could not be reached ({type(err).__name__}: {err})"
-    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+        return f"the Hub could not be reached ({what})"
+    return what
 
 
 def main(argv: list[str] | None = None) -> int:
