@@ -28,6 +28,7 @@ import binascii
 import html
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -99,7 +100,8 @@ class RequestLimits:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        upload = scope["path"].rstrip("/").endswith("/upload")
+        # An MCP call may carry a base64 picture that Gradio saves into the cache: an upload too.
+        upload = scope["path"].rstrip("/").endswith("/upload") or "/gradio_api/mcp" in scope["path"]
         limit = self.max_upload if upload else self.max_body
         if upload and self.cache_size() > self.cache_budget:
             return await _refuse(send, 507, "The server's picture cache is full. Try again in a few minutes.")
@@ -264,6 +266,7 @@ def build_demo(classifier: Classifier, warning: str | None = None, *,
     handlers = Handlers(classifier)
     with gr.Blocks(title="CIFAR-10 classifier", analytics_enabled=False,
                    delete_cache=(max(1, keep_uploads_s // 2), keep_uploads_s)) as demo:
+        demo.temp_file_sets.append(handlers.opened)
         gr.Markdown(INTRO)
         gr.Markdown(f"⚠️ {html.escape(warning or '')}", visible=bool(warning), elem_id="load-warning")
         with gr.Tab("Picture"):
@@ -309,6 +312,30 @@ def build_demo(classifier: Classifier, warning: str | None = None, *,
     return demo.queue(**QUEUE_KWARGS)
 
 
+def _fresh_copies(path: Path, within_s: float = 120.0) -> list[str]:
+    """Other files in the upload folder made in the last ``within_s`` seconds with the same bytes as ``path``.
+
+    Gradio's MCP server writes an agent's base64 picture into the folder, then hands the app a copy
+    of it: the first file is nobody's, and would never be deleted.
+    """
+    try:
+        stat, now = path.stat(), time.time()
+        folder = Path(get_upload_folder())
+        dirs = [d for d in folder.iterdir() if d.is_dir() and now - d.stat().st_mtime < within_s]
+        same = [f for d in dirs for f in d.iterdir() if f.is_file() and f != path and f.stat().st_size == stat.st_size]
+        data = path.read_bytes() if same else b""
+        return [str(f) for f in same if f.read_bytes() == data]
+    except OSError:
+        return []
+
+
+class _SnapshotSet(set):
+    """A set that Gradio's cache deletion (in a worker thread) can iterate while handlers add to it."""
+
+    def __iter__(self):
+        return iter(set.copy(self))
+
+
 class Handlers:
     """The events' functions, closed over one classifier. None shows a visitor a traceback.
 
@@ -322,9 +349,20 @@ class Handlers:
 
     def __init__(self, classifier: Classifier) -> None:
         self.clf = classifier
+        # Every file a handler opened, for Gradio's delete_cache: it tracks uploads and outputs, not the
+        # pictures its MCP server saves from base64.
+        self.opened: set[str] = _SnapshotSet()
         self._cam_lock = threading.Lock()  # grad_cam hooks the shared model's layer and writes its grads
         self._recent: OrderedDict[str, tuple[np.ndarray, dict[str, float]]] = OrderedDict()
         self._recent_lock = threading.Lock()
+
+    def source(self, payload: Any) -> str | bytes | None:
+        """:func:`image_source`, remembering the file (and any fresh copy of it) for deletion."""
+        source = image_source(payload)
+        if isinstance(source, str):
+            self.opened.add(source)
+            self.opened.update(_fresh_copies(Path(source)))
+        return source
 
     def analyse(self, source: str | bytes) -> tuple[np.ndarray, dict[str, float]]:
         """(pixels, probabilities) of a picture, from the recent ones when /predict just saw this file."""
@@ -371,7 +409,7 @@ class Handlers:
             The probability of each of the ten classes (summing to 1), and a notice that is empty
             unless the model is unsure.
         """
-        source = image_source(image)
+        source = self.source(image)
         if source is None:
             return None, ""
         _, probs = self.analyse(source)
@@ -387,7 +425,7 @@ class Handlers:
         Returns:
             The 32x32 input enlarged to 256x256, and the same with the heatmap blended over it.
         """
-        source = image_source(image)
+        source = self.source(image)
         if source is None:
             return None, None
         pixels, probs = self.analyse(source)
@@ -399,7 +437,7 @@ class Handlers:
     def predict_live(self, frame: Any) -> tuple[dict[str, float], str] | dict:
         """Live tab: like :meth:`predict`, but a bad or missing frame keeps the last answer quietly."""
         try:
-            source = image_source(frame)
+            source = self.source(frame)
             pixels = self.decode(source) if source is not None else None
         except gr.Error:
             pixels = None  # one dropped webcam frame is not worth an error popup every few tenths of a second
@@ -445,8 +483,9 @@ def load_classifier(model: str | None = None, revision: str | None = None) -> tu
         except ModelLoadError as err:
             where = f"{model}@{revision}" if revision else model
             print(f"warning: {err} Serving the bundled weights instead.", file=sys.stderr)
+            reason = re.sub(r"(?:/[^/\s:'\"]+)+/", "", str(err))  # file names, not the server's folders
             return Classifier.from_pretrained(None), (
-                f"Could not load the weights {where}: {err} This page serves the bundled weights instead.")
+                f"Could not load the weights {where}: {reason} This page serves the bundled weights instead.")
     return Classifier.from_pretrained(None), None
 
 

@@ -242,6 +242,6 @@ def _read_metrics(path: Path) -> tuple[Metrics | None, str | None]:
     try:
         return Metrics.load(path), None
     except (OSError, ValueError) as err:
-        message = f"{path.name} ignored: {err}"
+        message = f"{path.name} ignored: {str(err).replace(str(path), path.name)}"
         warnings.warn(message, stacklevel=3)
         return None, message

@@ -1,49 +1,82 @@
 """The Gradio app, through its API as a visitor's browser or gradio_client reaches it.
 
-CPU only and offline: the app is launched in this process on a free port and called with
-gradio_client; the Hub-fallback test starts ``python app.py`` with the Hub pointed at a closed port.
-The model is whatever app.py loads (MODEL_REPO, else the bundled weights/).
+CPU only and offline: the page is :func:`app.build_demo` over the bundled weights (conftest's
+``served``), launched in this process on a free port and called with gradio_client; the handlers are
+also called directly where a test needs to see inside. Two tests start a Python process: importing
+app.py must do nothing, and ``python app.py`` with the Hub unreachable serves the bundled weights.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
 import time
+import uuid
 import zlib
 from pathlib import Path
 
+import gradio as gr
 import httpx
 import numpy as np
 import pytest
+import torch
+from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from cifar_model import CLASSES, ImageError
+from cifar_model import CLASSES, ImageError, Metrics, WeightsInfo, grad_cam
+from conftest import free_port
 
 ROOT = Path(app.__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
 
 
 @pytest.fixture(scope="module")
-def url(free_port):
-    _, local_url, _ = app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1",
-                                      server_port=free_port(), quiet=True, **app.LAUNCH_KWARGS)
-    yield local_url
-    app.demo.close()
+def url(served) -> str:
+    return served[1]
 
 
 @pytest.fixture(scope="module")
 def client(url) -> Client:
-    return Client(url, verbose=False)
+    c = Client(url, verbose=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def fresh_client(url) -> Client:
+    """A client of its own: a new browser session, with no state from other tests."""
+    c = Client(url, verbose=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def handlers(classifier) -> app.Handlers:
+    return app.Handlers(classifier)
+
+
+@pytest.fixture
+def uploaded(tmp_path):
+    """Copy a picture into Gradio's upload folder (where the page's files arrive) -> its payload."""
+    folder = Path(get_upload_folder()) / f"test-app-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True)
+
+    def upload(path: Path) -> dict:
+        return {"path": str(shutil.copy(path, folder / path.name))}
+
+    yield upload
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def confidences(label_value: dict) -> dict[str, float]:
@@ -54,6 +87,95 @@ def confidences(label_value: dict) -> dict[str, float]:
 def assert_answers(client: Client) -> None:
     label, _ = client.predict(handle_file(str(EXAMPLES[0])), api_name="/predict")
     assert set(confidences(label)) == set(CLASSES)
+
+
+def probabilities(top: float, cls: str = "cat") -> dict[str, float]:
+    """``top`` for ``cls``, the rest shared equally."""
+    rest = (1 - top) / (len(CLASSES) - 1)
+    return {c: (top if c == cls else rest) for c in CLASSES}
+
+
+# --- importing, the command line, launching ------------------------------------------------------
+
+
+def test_importing_app_does_nothing(tmp_path):
+    # A Space or a test imports app.py: nothing may load, print or start. MODEL_REPO names a folder
+    # that doesn't exist, so loading it at import would at least print a warning; and every way to
+    # load weights is replaced by one that exits loudly, so a silent load fails the test too.
+    env = os.environ | {"MODEL_REPO": "/nonexistent", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
+    code = ("import cifar_model.classifier as c, cifar_model.weights as w\n"
+            "def refuse(*a, **k): raise SystemExit('loaded weights at import')\n"
+            "c.load = w.load = w.resolve = c.Classifier.from_pretrained = refuse\n"
+            "import app\n"
+            "assert not [k for k, v in vars(app).items() if isinstance(v, (c.Classifier, app.gr.Blocks))]\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_cli_flags_and_environment(monkeypatch):
+    for name in ("MODEL_REPO", "MODEL_REVISION", "KEEP_UPLOADS_S"):
+        monkeypatch.delenv(name, raising=False)
+    args = app.parse_args([])
+    assert (args.model, args.revision, args.share, args.port, args.host) == (None, None, False, None, None)
+    assert args.keep_uploads == app.KEEP_UPLOADS_S
+    monkeypatch.setenv("MODEL_REPO", "env/repo")
+    monkeypatch.setenv("MODEL_REVISION", "abc1234")
+    monkeypatch.setenv("KEEP_UPLOADS_S", "60")
+    args = app.parse_args([])
+    assert (args.model, args.revision, args.keep_uploads) == ("env/repo", "abc1234", 60)
+    args = app.parse_args(["--model", "owner/name", "--revision", "v1", "--share", "--port", "7999",
+                           "--host", "0.0.0.0", "--keep-uploads", "120"])
+    assert (args.model, args.revision, args.share, args.port, args.host, args.keep_uploads) == (
+        "owner/name", "v1", True, 7999, "0.0.0.0", 120)
+
+
+def test_main_loads_builds_and_launches_with_the_limits(monkeypatch, tmp_path, capsys):
+    launched = {}
+
+    def launch(self, **kwargs):
+        launched.update(kwargs, demo=self)
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    app.main(["--model", str(tmp_path / "missing"), "--keep-uploads", "600", "--port", "7999"])
+    demo = launched.pop("demo")
+    assert launched["server_port"] == 7999 and launched["share"] is False
+    assert launched["max_file_size"] == app.MAX_FILE_SIZE and launched["show_error"] is False
+    assert [m.cls for m in launched["app_kwargs"]["middleware"]] == [app.RequestLimits]
+    assert demo.delete_cache == (300, 600)
+    assert demo._queue.max_size == app.QUEUE_KWARGS["max_size"] > 0
+    page = json.dumps(demo.get_config_file())
+    assert f"Could not load the weights {tmp_path / 'missing'}" in page and "bundled weights instead" in page
+    assert "Serving the bundled weights instead" in capsys.readouterr().err
+
+
+def test_unreachable_hub_serves_bundled_weights_and_says_so(tmp_path):
+    port, closed = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "GRADIO_", "MODEL_"))}
+    env |= {"MODEL_REPO": "nobody/unreachable", "HF_ENDPOINT": f"http://127.0.0.1:{closed}",
+            "HF_HOME": str(tmp_path / "hf"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        config = _wait_for_config(f"http://127.0.0.1:{port}/", proc)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    page = json.dumps(config)
+    assert "bundled weights/" in page, out
+    assert "Could not load the weights nobody/unreachable" in page and "bundled weights instead" in page
+
+
+def _wait_for_config(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"app.py exited with {proc.returncode}: {proc.stdout.read()}")
+        try:
+            return httpx.get(url + "config", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            time.sleep(0.25)
+    pytest.fail(f"app.py did not answer within {timeout} s")
 
 
 # --- the happy path ------------------------------------------------------------------------------
@@ -68,9 +190,9 @@ def test_predict_gives_all_ten_classes_summing_to_one(client):
     assert isinstance(notice, str)
 
 
-def test_predict_matches_library_and_true_class_on_examples(client):
+def test_predict_matches_library_and_true_class_on_examples(client, classifier):
     # The app must answer exactly what the library answers, and (real weights) mostly the truth.
-    expected = app.CLASSIFIER.predict([str(p) for p in EXAMPLES])
+    expected = classifier.predict([str(p) for p in EXAMPLES])
     right = 0
     for path, lib in zip(EXAMPLES, expected):
         label, _ = client.predict(handle_file(str(path)), api_name="/predict")
@@ -81,14 +203,58 @@ def test_predict_matches_library_and_true_class_on_examples(client):
     assert right >= 0.8 * len(EXAMPLES), f"only {right}/{len(EXAMPLES)} examples classified right"
 
 
-def test_explain_shows_the_exact_32x32_input_and_a_heatmap(client):
+def test_explain_shows_the_exact_32x32_input_and_a_heatmap(client, classifier):
     path = ROOT / "examples" / "ship_1.jpg"
     seen, heat = client.predict(handle_file(str(path)), api_name="/explain")
     seen_px, heat_px = np.asarray(Image.open(seen).convert("RGB")), np.asarray(Image.open(heat).convert("RGB"))
     assert seen_px.shape == heat_px.shape == (app.PREVIEW_SIZE, app.PREVIEW_SIZE, 3)
     step = app.PREVIEW_SIZE // 32  # nearest-neighbour upscale: every 8th pixel is the input's
-    np.testing.assert_array_equal(seen_px[::step, ::step], app.CLASSIFIER.to_uint8(path))
+    np.testing.assert_array_equal(seen_px[::step, ::step], classifier.to_uint8(path))
     assert not np.array_equal(seen_px, heat_px)
+
+
+def test_explain_heatmap_is_the_top_class(handlers, classifier, uploaded):
+    # The heatmap is labelled "top class": it must be Grad-CAM of the class the bars rank first,
+    # not of the network's own argmax in another precision nor of some fixed class.
+    differs = 0
+    for path in EXAMPLES[::3]:
+        pixels = classifier.to_uint8(path)
+        probs = handlers.classify(pixels)
+        order = sorted(range(len(CLASSES)), key=lambda i: probs[CLASSES[i]])
+        seen, heat = handlers.explain(uploaded(path))
+        np.testing.assert_array_equal(seen, app.enlarge(pixels))
+        top = app.heat_overlay(pixels, grad_cam(classifier.model, pixels, class_index=order[-1]))
+        np.testing.assert_allclose(heat.astype(int), top.astype(int), atol=1)
+        least = app.heat_overlay(pixels, grad_cam(classifier.model, pixels, class_index=order[0]))
+        differs += np.abs(least.astype(int) - top.astype(int)).max() > 8
+    assert differs == len(EXAMPLES[::3])  # on these pictures the two classes' maps differ
+
+
+def test_explain_in_the_page_reuses_what_predict_computed(fresh_client, monkeypatch, tmp_path):
+    # The page runs /explain right after /predict on the same file: the picture is decoded and
+    # classified once, not twice. (A file of its own: one another test sent is remembered already.)
+    path = tmp_path / f"dog-{uuid.uuid4().hex[:8]}.jpg"
+    shutil.copy(ROOT / "examples" / "dog_1.jpg", path)
+    decoded, classified = [], []
+    real_decode, real_classify = app.Handlers.decode, app.Handlers.classify
+    monkeypatch.setattr(app.Handlers, "decode", lambda self, src: decoded.append(src) or real_decode(self, src))
+    monkeypatch.setattr(app.Handlers, "classify", lambda self, px: classified.append(1) or real_classify(self, px))
+    picture = handle_file(str(path))
+    fresh_client.predict(picture, api_name="/predict")
+    seen, heat = fresh_client.predict(picture, api_name="/explain")
+    assert len(decoded) == 1 and len(classified) == 1
+    assert Path(seen).is_file() and Path(heat).is_file()
+
+
+def test_explain_alone_explains_the_picture_it_is_given(fresh_client, classifier):
+    # /explain called alone (the API, an MCP agent) after a /predict of another picture in the same
+    # session must explain the new picture, not the state /predict left behind.
+    fresh_client.predict(handle_file(str(ROOT / "examples" / "cat_1.jpg")), api_name="/predict")
+    frog = ROOT / "examples" / "frog_2.jpg"
+    seen, _ = fresh_client.predict(handle_file(str(frog)), api_name="/explain")
+    step = app.PREVIEW_SIZE // 32
+    seen_px = np.asarray(Image.open(seen).convert("RGB"))
+    np.testing.assert_array_equal(seen_px[::step, ::step], classifier.to_uint8(frog))
 
 
 def test_examples_cover_every_class_at_least_twice():
@@ -116,12 +282,13 @@ BAD_FILES = {
 }
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # bomb.png, decoded here too
 @pytest.mark.parametrize("name", BAD_FILES)
-def test_bad_file_gets_the_decoders_readable_message(client, tmp_path, name):
+def test_bad_file_gets_the_decoders_readable_message(client, classifier, tmp_path, name):
     path = tmp_path / name
     path.write_bytes(BAD_FILES[name]())
     with pytest.raises(ImageError) as expected:  # the library's sentence for this file...
-        app.CLASSIFIER.to_uint8(path)
+        classifier.to_uint8(path)
     for endpoint in ("/predict", "/explain"):  # ...is what the page shows, from both events
         with pytest.raises(AppError) as err:
             client.predict(handle_file(str(path)), api_name=endpoint)
@@ -135,84 +302,64 @@ def test_oversize_upload_is_refused(client, url, tmp_path):
     with pytest.raises(ValueError, match="maximum file size"):  # gradio_client checks first
         client.predict(handle_file(str(path)), api_name="/predict")
     with path.open("rb") as f:  # and the server refuses it too, for any other client
-        reply = httpx.post(url + "gradio_api/upload", files=[("files", ("big.jpg", f))])
-    assert reply.status_code == 413
+        try:
+            reply = httpx.post(url + "gradio_api/upload", files=[("files", ("big.jpg", f))], timeout=30)
+        except httpx.WriteError:  # refused from its headers, then closed while the body was still being sent
+            reply = None
+    assert reply is None or reply.status_code == 413
     assert_answers(client)
 
 
-def test_live_stream_skips_bad_frames_quietly():
-    skip = app.gr.skip()
-    assert app.predict_live(None) == skip
-    assert app.predict_live({"url": "data:image/jpeg;base64,not-base64!"}) == skip
-    assert app.predict_live({"url": "data:image/jpeg;base64," + base64.b64encode(b"junk").decode()}) == skip
+def test_live_stream_skips_bad_frames_quietly(handlers, uploaded):
+    skip = gr.skip()
+    assert handlers.predict_live(None) == skip
+    assert handlers.predict_live({"url": "data:image/jpeg;base64,not-base64!"}) == skip
+    assert handlers.predict_live({"url": "data:image/jpeg;base64," + base64.b64encode(b"junk").decode()}) == skip
+    assert handlers.predict_live({"path": "/etc/passwd"}) == skip  # outside the upload folder
     buf = io.BytesIO()
     Image.open(ROOT / "examples" / "frog_1.jpg").save(buf, "JPEG")
-    probs, notice = app.predict_live({"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()})
+    frame = {"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()}
+    probs, notice = handlers.predict_live(frame)
     assert set(probs) == set(CLASSES) and isinstance(notice, str)
+    probs, _ = handlers.predict_live(uploaded(ROOT / "examples" / "frog_1.jpg"))
+    assert set(probs) == set(CLASSES)
 
 
-def test_queue_is_bounded():
-    assert app.demo._queue.max_size == app.QUEUE_KWARGS["max_size"] > 0
+def test_queue_is_bounded(served):
+    demo, _ = served
+    assert demo._queue.max_size == app.QUEUE_KWARGS["max_size"] > 0
 
 
-# --- the unsure notice, the weights panel, the command line ----------------------------------
+# --- the unsure notice, the weights panel ----------------------------------------------------
 
 
-def test_unsure_notice_fires_below_the_threshold_only():
-    def probs(top: float) -> dict[str, float]:
-        rest = (1 - top) / (len(CLASSES) - 1)
-        return {c: (top if c == "cat" else rest) for c in CLASSES}
-
-    assert "unsure" in app.unsure_notice(probs(app.UNSURE_BELOW - 0.01))
-    assert app.unsure_notice(probs(app.UNSURE_BELOW)) == ""
+def test_unsure_notice_is_shown_for_a_doubtful_answer_only():
+    # Whatever threshold calibration picks, 45% on the top class is unsure and 97% is not.
+    doubtful, confident = app.unsure_notice(probabilities(0.45)), app.unsure_notice(probabilities(0.97))
+    assert "unsure" in doubtful and "*cat*" in doubtful and "45%" in doubtful
+    assert confident == ""
 
 
-def test_weights_panel_reads_metrics_and_card():
-    info = app.WeightsInfo("bundled", ROOT / "weights", metrics={
-        "test_accuracy": 0.9012, "per_class_accuracy": {c: 0.5 for c in CLASSES}})
-    panel = app.weights_panel(info)
+def test_unsure_notice_reaches_the_page(client, classifier, monkeypatch, tmp_path):
+    # Through /predict: a picture the model gives 45% gets the notice, one it gives 97% doesn't.
+    # (Each a file of its own: the app remembers what it computed for a file it has seen.)
+    for top, shown in ((0.45, True), (0.97, False)):
+        row = torch.tensor([list(probabilities(top, "ship").values())])
+        monkeypatch.setattr(classifier, "probabilities", lambda pixels: row.expand(len(pixels), -1))
+        path = tmp_path / f"ship-{top}-{uuid.uuid4().hex[:8]}.jpg"
+        shutil.copy(ROOT / "examples" / "ship_1.jpg", path)
+        label, notice = client.predict(handle_file(str(path)), api_name="/predict")
+        assert label["label"] == "ship" and confidences(label)["ship"] == pytest.approx(top, abs=1e-6)
+        assert ("unsure" in notice) == shown, (top, notice)
+
+
+def test_weights_panel_reads_metrics():
+    bundled = Metrics.load(ROOT / "weights" / "metrics.json")
+    metrics = dataclasses.replace(bundled, test_accuracy=0.9012, per_class_accuracy={c: 0.5 for c in CLASSES})
+    panel = app.weights_panel(WeightsInfo("bundled", ROOT / "weights", metrics=metrics))
     assert "bundled weights/" in panel and "90.1%" in panel and panel.count("50%") == len(CLASSES)
-    assert "87.0%" in app.weights_panel(app.WeightsInfo("o/n", ROOT, revision="a" * 40, card_accuracy=0.87))
-    bare = app.weights_panel(app.WeightsInfo("o/n", ROOT, metrics={"test_accuracy": "n/a"}))
-    assert "not recorded" in bare
-
-
-def test_cli_flags_and_environment(monkeypatch):
-    monkeypatch.delenv("MODEL_REPO", raising=False)
-    monkeypatch.delenv("MODEL_REVISION", raising=False)
-    args = app.parse_args([])
-    assert (args.model, args.revision, args.share, args.port, args.host) == (None, None, False, None, None)
-    monkeypatch.setenv("MODEL_REPO", "env/repo")
-    monkeypatch.setenv("MODEL_REVISION", "abc1234")
-    assert (app.parse_args([]).model, app.parse_args([]).revision) == ("env/repo", "abc1234")
-    args = app.parse_args(["--model", "owner/name", "--revision", "v1", "--share", "--port", "7999", "--host", "0.0.0.0"])
-    assert (args.model, args.revision, args.share, args.port, args.host) == ("owner/name", "v1", True, 7999, "0.0.0.0")
-
-
-def test_unreachable_hub_serves_bundled_weights_and_says_so(tmp_path, free_port):
-    port, closed = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "GRADIO_", "MODEL_"))}
-    env |= {"MODEL_REPO": "nobody/unreachable", "HF_ENDPOINT": f"http://127.0.0.1:{closed}",
-            "HF_HOME": str(tmp_path / "hf"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        config = _wait_for_config(f"http://127.0.0.1:{port}/", proc)
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=20)
-    page = json.dumps(config)
-    assert "bundled weights/" in page, out
-    assert "Could not load the weights nobody/unreachable" in page and "bundled weights instead" in page
-
-
-def _wait_for_config(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"app.py exited with {proc.returncode}: {proc.stdout.read()}")
-        try:
-            return httpx.get(url + "config", timeout=2).json()
-        except (httpx.HTTPError, ValueError):
-            time.sleep(0.25)
-    pytest.fail("app.py did not answer within a minute")
+    assert f"{metrics.test_images:,}" in panel and html.escape(metrics.dataset) in panel
+    pinned = app.weights_panel(WeightsInfo("o/n", ROOT, revision="a" * 40))
+    assert "o/n@aaaaaaa" in pinned and "not recorded" in pinned
+    warned = app.weights_panel(WeightsInfo("o/n", ROOT, warning="metrics.json ignored: test_accuracy: <b>bad</b>"))
+    assert "metrics.json ignored: test_accuracy: &lt;b&gt;bad&lt;/b&gt;" in warned and "not recorded" in warned

@@ -6,19 +6,21 @@
   traceback;
 * the file routes serve the example gallery and the visitor's own upload, nothing else.
 
-The app is a fresh :func:`app.build_demo` (app.py's events, queue and launch settings) on a free
-port of 127.0.0.1. The Hub-unreachable fallback is tests/test_app.py's
-``test_unreachable_hub_serves_bundled_weights_and_says_so``; the sustained-load benchmark is
-benchmarks/load.py.
+The app is a fresh :func:`app.build_demo` over the bundled weights (app.py's events, queue and
+launch settings) on a free port of 127.0.0.1. The Hub-unreachable fallback is tests/test_app.py's
+``test_unreachable_hub_serves_bundled_weights_and_says_so``; attacks with raw requests are
+tests/test_security.py; the sustained-load benchmark is benchmarks/load.py.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import httpx
@@ -29,6 +31,7 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
 import app
+from conftest import serve, wait_until
 
 ROOT = Path(app.__file__).resolve().parent
 CAT = ROOT / "examples" / "cat_1.jpg"
@@ -37,20 +40,14 @@ SECRET = "internal detail 7f3a in /srv/secret/weights.bin"
 
 
 @pytest.fixture(scope="module")
-def served(free_port):
+def served(classifier):
     """(demo, url): app.py's page served from this process, with the repo as working directory
     (as ``python app.py`` runs), so relative file paths point at the repo's files."""
     with pytest.MonkeyPatch.context() as mp:
-        # gradio and gradio_client start telemetry threads unless this is "False"
-        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
         mp.chdir(ROOT)
-        demo = app.build_demo(app.CLASSIFIER.info)
-        _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                quiet=True, **app.LAUNCH_KWARGS)
-        try:
+        demo = app.build_demo(classifier)
+        with serve(demo) as url:
             yield demo, url
-        finally:
-            demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -60,68 +57,76 @@ def client(served) -> Client:
     c.close()
 
 
-def top_class(path: Path) -> str:
-    probs = app.CLASSIFIER.predict([str(path)])[0]
+@pytest.fixture
+def fresh_cat(tmp_path) -> Path:
+    """The cat picture under a name of its own: the app remembers what it computed for a file it
+    has seen (for /explain), so a test that needs the network to run sends a file it hasn't."""
+    path = tmp_path / f"cat-{uuid.uuid4().hex[:12]}.jpg"
+    shutil.copy(CAT, path)
+    return path
+
+
+def top_class(classifier, path: Path) -> str:
+    probs = classifier.predict([str(path)])[0]
     return max(probs, key=probs.get)
 
 
-def assert_answers(client: Client) -> None:
+def assert_answers(client: Client, classifier) -> None:
     label, _ = client.predict(handle_file(str(CAT)), api_name="/predict")
-    assert label["label"] == top_class(CAT)
-
-
-def wait_for(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting")
-        time.sleep(0.02)
+    assert label["label"] == top_class(classifier, CAT)
 
 
 # --- a full queue ----------------------------------------------------------------------------
 
 
-def test_request_beyond_the_queue_is_refused_at_once_and_the_server_recovers(served, client, monkeypatch):
+def test_request_beyond_the_queue_is_refused_at_once_and_the_server_recovers(served, client, classifier,
+                                                                              monkeypatch, tmp_path):
     assert MAX_SIZE, "an unbounded queue never refuses anyone: waiting visitors pile up"
     demo, _ = served
     gate, running = threading.Event(), []
-    real = app.CLASSIFIER.probabilities
+    real = classifier.probabilities
 
     def held(pixels):  # every prediction waits for the gate: the workers stay busy, the queue fills
         running.append(1)
         gate.wait(timeout=30)
         return real(pixels)
 
-    monkeypatch.setattr(app.CLASSIFIER, "probabilities", held)
+    monkeypatch.setattr(classifier, "probabilities", held)
+    # Files of their own, each once: a file the app has seen is answered from memory, not held.
+    cats = []
+    for i in range(WORKERS + MAX_SIZE + 1):
+        cats.append(tmp_path / f"cat-{i}-{uuid.uuid4().hex[:8]}.jpg")
+        shutil.copy(CAT, cats[-1])
     try:
-        jobs = [client.submit(handle_file(str(CAT)), api_name="/predict") for _ in range(WORKERS + MAX_SIZE)]
-        wait_for(lambda: len(running) == WORKERS and len(demo._queue) == MAX_SIZE)
+        jobs = [client.submit(handle_file(str(path)), api_name="/predict") for path in cats[:-1]]
+        wait_until(lambda: len(running) == WORKERS and len(demo._queue) == MAX_SIZE, what="a full queue")
         t0 = time.perf_counter()
         with pytest.raises(QueueError, match="Queue is full"):
-            client.submit(handle_file(str(CAT)), api_name="/predict").result(timeout=10)
+            client.submit(handle_file(str(cats[-1])), api_name="/predict").result(timeout=10)
         refused_in = time.perf_counter() - t0
     finally:
         gate.set()
     assert refused_in < 2.0, f"the queue-full answer took {refused_in:.1f} s"
-    expected = top_class(CAT)
+    expected = top_class(classifier, CAT)
     assert [job.result(timeout=30)[0]["label"] for job in jobs] == [expected] * len(jobs)  # none lost
-    assert_answers(client)
+    assert_answers(client, classifier)
 
 
 # --- an internal error -------------------------------------------------------------------------
 
 
-def test_internal_error_shows_a_generic_message_and_no_traceback(served, client, monkeypatch, capfd):
+def test_internal_error_shows_a_generic_message_and_no_traceback(served, client, classifier, monkeypatch,
+                                                                  capfd, fresh_cat):
     def broken(pixels):
         raise RuntimeError(SECRET)
 
-    monkeypatch.setattr(app.CLASSIFIER, "probabilities", broken)
+    monkeypatch.setattr(classifier, "probabilities", broken)
     with pytest.raises(AppError) as err:
-        client.predict(handle_file(str(CAT)), api_name="/predict")
+        client.predict(handle_file(str(fresh_cat)), api_name="/predict")
     # What a browser gets: the raw event stream of the same call.
     url = served[1]
-    with CAT.open("rb") as f:
-        uploaded = httpx.post(url + "gradio_api/upload", files=[("files", (CAT.name, f))]).json()[0]
+    with fresh_cat.open("rb") as f:
+        uploaded = httpx.post(url + "gradio_api/upload", files=[("files", (fresh_cat.name, f))]).json()[0]
     payload = {"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}]}
     event = httpx.post(url + "gradio_api/call/predict", json=payload)
     stream = httpx.get(url + f"gradio_api/call/predict/{event.json()['event_id']}", timeout=20).text
@@ -131,7 +136,7 @@ def test_internal_error_shows_a_generic_message_and_no_traceback(served, client,
     assert "event: error" in stream
     assert SECRET in capfd.readouterr().err  # ...while the server's own log keeps the traceback
     monkeypatch.undo()
-    assert_answers(client)
+    assert_answers(client, classifier)
 
 
 # --- the file routes ---------------------------------------------------------------------------
