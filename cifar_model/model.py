@@ -106,6 +106,11 @@ class CifarCNN(
         """Normalised N x 3 x 32 x 32 images -> N x num_classes logits."""
         return self.classifier(self.features(x))
 
+    def set_calibration(self, temperature: float, top_label_map: list[list[float]] | None = None) -> None:
+        """Keep a calibration fitted on held-out pictures; ``save_pretrained`` writes it to config.json."""
+        self.temperature, self.top_label_map = float(temperature), top_label_map
+        self._hub_mixin_config.update(temperature=self.temperature, top_label_map=top_label_map)
+
     @classmethod
     def _from_pretrained(cls, *, model_id: str, config: dict | None = None, **hub_kwargs) -> "CifarCNN":
         # The mixin's loading hook: its default falls back to pickles and loads non-strictly.

@@ -216,8 +216,8 @@ def check_config(config: dict, path: Path | str = CONFIG_FILE) -> dict[str, Any]
         raise bad("dropout", "must be a number in [0, 1)")
     kwargs["dropout"] = float(dropout)
     temperature = config.get("temperature", 1.0)
-    if not (_is_finite(temperature) and 0.05 <= temperature <= 20):
-        raise bad("temperature", "must be a number between 0.05 and 20")
+    if not (_is_finite(temperature) and 0.01 <= temperature <= 100):  # fit_temperature's range
+        raise bad("temperature", "must be a number between 0.01 and 100")
     kwargs["temperature"] = float(temperature)
     knots = config.get("top_label_map")
     if knots is not None:

@@ -97,8 +97,12 @@ def test_tiny_cpu_run_writes_a_folder_the_library_loads(tree: Path, tmp_path: Pa
     assert code == 0
     printed = capsys.readouterr().out
     assert "No GPU" in printed and "epoch   1/1" in printed and "test accuracy" in printed
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "metrics.json", "README.md"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "metrics.json", "README.md",
+                                              "reliability.png", "example.jpg"}
     metrics = json.loads((out / "metrics.json").read_text())
+    # calibrated on the 50 held-out pictures, and the temperature travels in config.json
+    assert metrics["calibration_images"] == 50 and metrics["ece"] is not None
+    assert json.loads((out / "config.json").read_text())["temperature"] == pytest.approx(metrics["temperature"])
     assert metrics["test_images"] == 100 and metrics["train_images"] == 250
     assert len(metrics["confusion_matrix"]) == 10 and sum(map(sum, metrics["confusion_matrix"])) == 100
     assert set(metrics["per_class_accuracy"]) == set(CLASSES)
@@ -108,7 +112,10 @@ def test_tiny_cpu_run_writes_a_folder_the_library_loads(tree: Path, tmp_path: Pa
     assert result.metric_value == pytest.approx(metrics["test_accuracy"], abs=1e-4)
     assert "python -m train --data" in card.text and "Confusion matrix" in card.text
     clf = Classifier.from_pretrained(out)
-    assert clf.info.card_accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    assert clf.info.metrics.test_accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    assert clf.temperature == pytest.approx(metrics["temperature"])
+    widget = card.data.widget[0]
+    assert widget["src"] == "example.jpg" and len(widget["output"]) == 3
     probs = clf.predict(sorted(SAMPLE.glob("cat/*.jpg"))[:3])
     assert all(abs(sum(p.values()) - 1) < 1e-5 for p in probs)
 

@@ -1,5 +1,5 @@
-"""``python -m train``: fit the seed CNN, score it once on the test split, write a Hub-ready folder,
-and optionally push it to the Hugging Face Hub.
+"""``python -m train``: fit the seed CNN, calibrate it on the held-out pictures, score it once on the
+test split, write a Hub-ready folder, and optionally push it to the Hugging Face Hub.
 
     python -m train --data ../shared/data/cifar10-jpeg.tar.gz --out weights
     python -m train --data torchvision --out runs/cifar --push-to-hub you/cifar10-seed-cnn
@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from cifar_model import Classifier
+from cifar_model import Classifier, count_parameters, tta_logits
+from cifar_model.calibration import fit_temperature, fit_top_label_map, quality, reliability_diagram
+from cifar_model.calibration import to_probabilities
+from cifar_model.metrics import Metrics
+from cifar_model.weights import DIAGRAM_FILE, EXAMPLE_FILE
 
 from . import data as datasets
-from .recipe import Net, TrainConfig, fit, per_epoch_line, predict_logits, split_train_val
-from .report import metrics_for, score, write_folder
+from .recipe import Net, TrainConfig, fit, per_epoch_line, split_train_val
+from .report import hardware, score, widget_example, write_folder
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cat_1.jpg"  # the card's widget picture
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,12 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="use only this many training pictures (quick trials)")
     p.add_argument("--cache-dir", type=Path, default=datasets.DEFAULT_CACHE, help="decoded-data cache (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, only the per-epoch lines")
-    defaults = TrainConfig()
     for f in fields(TrainConfig):
-        if f.name == "extra":
-            continue
-        value = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
+        flag, value = "--" + f.name.replace("_", "-"), f.default
         if isinstance(value, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
         else:
@@ -52,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python -m train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "extra"})
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu":
         print("No GPU: training on the CPU with bf16 autocast. Expect minutes per epoch, not seconds.", flush=True)
@@ -75,33 +77,45 @@ def main(argv: list[str] | None = None) -> int:
     model, history, seconds = fit(cfg, train_x, train_y, val_x, val_y, device,
                                   log=lambda e: print(per_epoch_line(e, cfg.epochs), flush=True),
                                   progress=not args.no_progress, net=net)
-    # The test split, once: the same uint8 pictures, normalisation and flip rule as Classifier.predict.
-    test_x = torch.from_numpy(cifar.test_images).to(device)
-    test_y = torch.from_numpy(cifar.test_labels).to(device)
-    logits = predict_logits(model, test_x, model.mean, model.std, cfg.tta)
-    scores = score(logits, test_y, cifar.classes)
-    metrics = metrics_for(model, scores, asdict(cfg), train_seconds=seconds,
-                          val_accuracy=history[-1].val_acc, dataset=cifar.test_name, data_source=cifar.source,
-                          train_images=len(train_x), history=[vars(h) for h in history])
-    metrics["repo_id"] = args.push_to_hub
-    metrics["compile_seconds"] = round(compile_seconds, 1) if compile_seconds else None
-    write_folder(model, args.out, metrics, command)
-    print(f"test accuracy {scores['test_accuracy']:.2%} ({cifar.test_name}) | trained in {seconds:.1f}s"
-          f" | wrote {args.out}/", flush=True)
-    _check_roundtrip(args.out, model, cifar.test_images[:256])
+
+    def logits_of(pictures) -> torch.Tensor:  # the library's inference rule, on the training device
+        return tta_logits(model, torch.from_numpy(pictures).to(device), model.mean, model.std, tta=cfg.tta)
+
+    calibration = {}
+    if len(val_x):  # fitted on the held-out pictures, never on the test split
+        val_logits, val_labels = logits_of(val_x), torch.from_numpy(val_y)
+        temperature = fit_temperature(val_logits, val_labels)
+        model.set_calibration(temperature, fit_top_label_map(val_logits, val_labels, temperature))
+    test_logits, test_y = logits_of(cifar.test_images), torch.from_numpy(cifar.test_labels).to(device)
+    probs = to_probabilities(test_logits, model.temperature, top_label_map=model.top_label_map)
+    if len(val_x):
+        before, after = quality(to_probabilities(test_logits), test_y), quality(probs, test_y)
+        calibration = {"temperature": model.temperature, "calibration_images": len(val_x),
+                       **{f"{k}_uncalibrated": v for k, v in before.items()}, **after}
+    metrics = Metrics(**score(test_logits, test_y, cifar.classes), dataset=cifar.test_name, data_source=cifar.source,
+                      train_images=len(train_x), train_seconds=round(seconds, 2), hardware=hardware(),
+                      parameters=count_parameters(model), torch=torch.__version__, config=asdict(cfg),
+                      history=[vars(h) for h in history], val_accuracy=history[-1].val_acc if len(val_x) else None,
+                      val_images=len(val_x), skipped_images=cifar.skipped, repo_id=args.push_to_hub,
+                      compile_seconds=round(compile_seconds, 1) if compile_seconds else None, **calibration)
+    _write(args.out, model, metrics, command, reliability_diagram(probs, test_y) if calibration else None)
+    print(f"test accuracy {metrics.test_accuracy:.2%} ({cifar.test_name})"
+          + (f" | ECE {metrics.ece_uncalibrated:.2%} -> {metrics.ece:.2%} at T={model.temperature:.3f}" if calibration else "")
+          + f" | trained in {seconds:.1f}s | wrote {args.out}/", flush=True)
     if args.push_to_hub:
         return _push(args.out, args.push_to_hub, args.private)
     return 0
 
 
-def _check_roundtrip(folder: Path, model, pictures: np.ndarray) -> None:
-    """The folder must load with the library and give the trained model's answers."""
-    clf = Classifier.from_pretrained(folder)
-    ours = clf.logits(torch.from_numpy(pictures)).argmax(1)
-    theirs = predict_logits(model.cpu(), torch.from_numpy(pictures), model.mean, model.std, clf.tta).argmax(1)
-    agree = (ours == theirs).float().mean().item()
-    if agree < 0.99:
-        raise SystemExit(f"{folder} does not reproduce the trained model ({agree:.1%} agreement)")
+def _write(out: Path, model, metrics: Metrics, command: str, diagram) -> None:
+    """The folder, with the card's widget example answered by the folder's own weights."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(EXAMPLE, out / EXAMPLE_FILE)
+    if diagram is not None:
+        diagram.save(out / DIAGRAM_FILE)
+    answer = Classifier(model.cpu(), precision="fp32").predict(EXAMPLE)[0]
+    src = f"https://huggingface.co/{metrics.repo_id}/resolve/main/{EXAMPLE_FILE}" if metrics.repo_id else EXAMPLE_FILE
+    write_folder(model, out, metrics, command, widget=[widget_example(src, answer, "a CIFAR-10 test picture")])
 
 
 def _push(folder: Path, repo_id: str, private: bool) -> int:

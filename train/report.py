@@ -16,10 +16,11 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from cifar_model import CifarCNN
 from cifar_model.metrics import Metrics
+from cifar_model.weights import DIAGRAM_FILE
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
 DATASET_ID = "uoft-cs/cifar10"  # the Hub's CIFAR-10
-RELIABILITY_FILE = "reliability.png"  # the reliability diagram, when calibration drew one
+
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
@@ -79,7 +80,7 @@ def render_card(folder: Path, widget: list[dict] | None = None) -> ModelCard:
 
 
 def _write_card(folder: Path, metrics: Metrics, widget: list[dict] | None) -> ModelCard:
-    reliability = RELIABILITY_FILE if (folder / RELIABILITY_FILE).is_file() else None
+    reliability = DIAGRAM_FILE if (folder / DIAGRAM_FILE).is_file() else None
     card = model_card(metrics, widget=widget, reliability=reliability)
     card.save(folder / "README.md")
     return card
