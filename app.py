@@ -44,7 +44,6 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 from PIL import Image
 
 from cifar_model import Classifier, ImageError, ModelLoadError, WeightsInfo, grad_cam, open_image
-from cifar_model.calibration import UNSURE_BELOW, is_unsure
 
 LOG = logging.getLogger("app")
 HERE = Path(__file__).resolve().parent
@@ -177,14 +176,15 @@ def image_source(payload: Any) -> str | bytes | None:
     return payload
 
 
-def unsure_notice(probs: dict[str, float]) -> str:
-    """Markdown warning when the model is unsure (:func:`cifar_model.calibration.is_unsure`), else ``""``."""
-    if not is_unsure(probs):
+def unsure_notice(probs: dict[str, float], unfamiliar: bool) -> str:
+    """Markdown warning for a picture the unsure rule flagged (:meth:`Classifier.unfamiliar`), else ``""``."""
+    if not unfamiliar:
         return ""
     top = max(probs, key=probs.get)
-    return (f"⚠️ **The model is unsure.** Its best guess, *{top}*, has {probs[top]:.0%}: of pictures given an "
-            f"answer this unsure, about {probs[top]:.0%} are right. Below {UNSURE_BELOW:.0%} the picture often "
-            "shows none of the ten CIFAR-10 classes, several things at once, or a subject too small at 32×32.")
+    return (f"⚠️ **The model is unsure.** This picture does not look like the CIFAR-10 pictures it learned from: "
+            f"its best guess, *{top}*, may well be wrong (on CIFAR-10 test pictures flagged like this it is right "
+            "only about half the time). It only knows airplane, automobile, bird, cat, deer, dog, frog, horse, "
+            "ship and truck, and sees a 32×32 thumbnail of the picture's centre.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +353,7 @@ class Handlers:
         # pictures its MCP server saves from base64.
         self.opened: set[str] = _SnapshotSet()
         self._cam_lock = threading.Lock()  # grad_cam hooks the shared model's layer and writes its grads
-        self._recent: OrderedDict[str, tuple[np.ndarray, dict[str, float]]] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[np.ndarray, tuple[dict[str, float], bool]]] = OrderedDict()
         self._recent_lock = threading.Lock()
 
     def source(self, payload: Any) -> str | bytes | None:
@@ -364,8 +364,8 @@ class Handlers:
             self.opened.update(_fresh_copies(Path(source)))
         return source
 
-    def analyse(self, source: str | bytes) -> tuple[np.ndarray, dict[str, float]]:
-        """(pixels, probabilities) of a picture, from the recent ones when /predict just saw this file."""
+    def analyse(self, source: str | bytes) -> tuple[np.ndarray, tuple[dict[str, float], bool]]:
+        """(pixels, (probabilities, unsure)) of a picture; remembered, so /explain after /predict is free."""
         key = source if isinstance(source, str) else None
         with self._recent_lock:
             if key in self._recent:
@@ -390,16 +390,18 @@ class Handlers:
             LOG.exception("decoding an upload failed outside ImageError")
             raise gr.Error(UNREADABLE, print_exception=False) from err
 
-    def classify(self, pixels: np.ndarray) -> dict[str, float]:
-        """32x32x3 uint8 -> calibrated probability of each class (flip TTA, as the card's accuracy)."""
-        return self.clf.predict_pixels(pixels[None])[0]
+    def classify(self, pixels: np.ndarray) -> tuple[dict[str, float], bool]:
+        """32x32x3 uint8 -> (calibrated probability of each class, whether the unsure rule fires)."""
+        logits = self.clf.logits(torch.from_numpy(pixels[None]))
+        probs = dict(zip(self.clf.classes, self.clf.calibrate(logits)[0].tolist()))
+        return probs, bool(self.clf.unfamiliar(logits)[0])
 
     def predict(self, image: Any) -> tuple[dict[str, float] | None, str]:
         """Classify a picture into the ten CIFAR-10 classes (airplane, automobile, bird, cat, deer, dog, frog,
         horse, ship, truck) with a small CNN that sees it as a 32x32 thumbnail of its centre square.
 
-        It always answers one of the ten classes, even for a picture of something else: when the top
-        probability is low the notice says the model is unsure. Probabilities are calibrated: of
+        It always answers one of the ten classes, even for a picture of something else: when the picture
+        looks unlike CIFAR-10 the notice says the model is unsure. Probabilities are calibrated: of
         pictures given 80%, about 80% are right (on CIFAR-10-like pictures).
 
         Args:
@@ -412,8 +414,8 @@ class Handlers:
         source = self.source(image)
         if source is None:
             return None, ""
-        _, probs = self.analyse(source)
-        return probs, unsure_notice(probs)
+        _, (probs, unfamiliar) = self.analyse(source)
+        return probs, unsure_notice(probs, unfamiliar)
 
     def explain(self, image: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Show what the classifier saw and where it looked: the 32x32 input it classified, enlarged, and a
@@ -428,7 +430,7 @@ class Handlers:
         source = self.source(image)
         if source is None:
             return None, None
-        pixels, probs = self.analyse(source)
+        pixels, (probs, _) = self.analyse(source)
         top = self.clf.classes.index(max(probs, key=probs.get))  # the class the bars rank first
         with self._cam_lock:
             cam = grad_cam(self.clf.model, pixels, class_index=top)
@@ -443,8 +445,8 @@ class Handlers:
             pixels = None  # one dropped webcam frame is not worth an error popup every few tenths of a second
         if pixels is None:
             return gr.skip()
-        probs = self.classify(pixels)
-        return probs, unsure_notice(probs)
+        probs, unfamiliar = self.classify(pixels)
+        return probs, unsure_notice(probs, unfamiliar)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .calibration import to_probabilities
+from .calibration import is_unfamiliar, to_probabilities
 from .model import CifarCNN
 from .preprocess import ImageInput, normalize, to_uint8
 from .weights import WeightsInfo, load
@@ -103,6 +103,7 @@ class Classifier:
         self.classes: list[str] = list(model.classes)
         self.mean, self.std, self.image_size = model.mean, model.std, model.image_size
         self.temperature, self.top_label_map = model.temperature, model.top_label_map
+        self.unfamiliar_below = model.unfamiliar_below
         self.dtype = _pick_precision(precision)
         self._net = _fused_for_inference(model).to(self.dtype)
         self.backend = f"{'bf16' if self.dtype == torch.bfloat16 else 'fp32'}, BatchNorm folded, channels-last"
@@ -132,7 +133,17 @@ class Classifier:
 
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 N x 32 x 32 x 3 -> N x num_classes calibrated probabilities (rows sum to 1)."""
-        return to_probabilities(self.logits(pixels), self.temperature, top_label_map=self.top_label_map)
+        return self.calibrate(self.logits(pixels))
+
+    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Raw logits (from :meth:`logits`) -> calibrated probabilities, with this model's calibration."""
+        return to_probabilities(logits, self.temperature, top_label_map=self.top_label_map)
+
+    def unfamiliar(self, logits: torch.Tensor) -> torch.Tensor:
+        """Raw N x num_classes logits -> N bools: the unsure rule (all False when the weights have none)."""
+        if self.unfamiliar_below is None:
+            return torch.zeros(len(logits), dtype=torch.bool)
+        return is_unfamiliar(logits, self.unfamiliar_below).reshape(len(logits))
 
     def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 256) -> list[dict[str, float]]:
         """Classify pictures (PIL images, paths or bytes; one or a list).

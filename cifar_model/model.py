@@ -62,6 +62,8 @@ class CifarCNN(
             pictures; 1.0 = none). It does not change which class wins.
         top_label_map: knots ``[[x, y], ...]`` mapping the temperature-scaled top probability to the
             calibrated one (see :func:`cifar_model.calibration.to_probabilities`); ``None`` = none.
+        unfamiliar_below: the unsure rule's threshold on the logits' energy score, fitted on held-out
+            pictures (:func:`cifar_model.calibration.is_unfamiliar`); ``None`` = no rule.
     """
 
     # Index in ``features`` of the ReLU after the last convolution that still has a spatial map
@@ -78,6 +80,7 @@ class CifarCNN(
         dropout: float = 0.3,
         temperature: float = 1.0,
         top_label_map: list[list[float]] | None = None,
+        unfamiliar_below: float | None = None,
     ) -> None:
         super().__init__()
         if image_size != IMAGE_SIZE:
@@ -88,6 +91,7 @@ class CifarCNN(
         self.std = list(std)
         self.temperature = float(temperature)
         self.top_label_map = top_label_map
+        self.unfamiliar_below = unfamiliar_below
         self.features = nn.Sequential(
             *_conv_bn(3, 64, 1), nn.MaxPool2d(2),
             *_conv_bn(64, 128, 1),
@@ -106,10 +110,12 @@ class CifarCNN(
         """Normalised N x 3 x 32 x 32 images -> N x num_classes logits."""
         return self.classifier(self.features(x))
 
-    def set_calibration(self, temperature: float, top_label_map: list[list[float]] | None = None) -> None:
+    def set_calibration(self, temperature: float, top_label_map: list[list[float]] | None = None,
+                        unfamiliar_below: float | None = None) -> None:
         """Keep a calibration fitted on held-out pictures; ``save_pretrained`` writes it to config.json."""
-        self.temperature, self.top_label_map = float(temperature), top_label_map
-        self._hub_mixin_config.update(temperature=self.temperature, top_label_map=top_label_map)
+        self.temperature, self.top_label_map, self.unfamiliar_below = float(temperature), top_label_map, unfamiliar_below
+        self._hub_mixin_config.update(temperature=self.temperature, top_label_map=top_label_map,
+                                      unfamiliar_below=unfamiliar_below)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, config: dict | None = None, **hub_kwargs) -> "CifarCNN":

@@ -228,6 +228,10 @@ def check_config(config: dict, path: Path | str = CONFIG_FILE) -> dict[str, Any]
         except (ValueError, TypeError) as err:
             raise bad("top_label_map", f"is not a calibration map: {err}") from None
         kwargs["top_label_map"] = [[float(x), float(y)] for x, y in knots]
+    threshold = config.get("unfamiliar_below")
+    if threshold is not None and not _is_finite(threshold):
+        raise bad("unfamiliar_below", "must be a finite number")
+    kwargs["unfamiliar_below"] = None if threshold is None else float(threshold)
     return kwargs
 
 

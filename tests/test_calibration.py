@@ -188,32 +188,15 @@ def test_reliability_diagram_is_an_image_of_the_stated_size() -> None:
     assert cal.reliability_diagram(probs, labels, size=320).size == (320, 320)
 
 
-def test_is_unsure_below_the_threshold_only() -> None:
-    t = cal.UNSURE_BELOW
-    assert cal.is_unsure({"a": t - 1e-3, "b": 0.0}) is True
-    assert cal.is_unsure({"a": t, "b": 0.0}) is False
-    def row(top: float, n: int = 50) -> list[float]:
-        return [top] + [(1 - top) / (n - 1)] * (n - 1)
-
-    probs = torch.tensor([row(t - 1e-3), row(t + 1e-3), row(0.99)])
-    assert cal.is_unsure(probs).tolist() == [True, False, False]
-    assert torch.equal(cal.unsure_score(probs), probs.max(dim=1).values)
-
-
-def test_is_unfamiliar_is_logsumexp_of_the_raw_logits_below_the_threshold() -> None:
-    e = cal.ENERGY_BELOW
-    z = torch.tensor([[0.0, 0.0, 0.0], [5.0, -1.0, 0.0]])
-    assert torch.allclose(cal.energy_score(z), torch.logsumexp(z, dim=1))
-    below = torch.tensor([e - math.log(3) - 1e-3] * 3)  # logsumexp of three equal logits: value + ln 3
-    above = torch.tensor([e - math.log(3) + 1e-3] * 3)
-    assert cal.is_unfamiliar(below) is True and cal.is_unfamiliar(above) is False
-    assert cal.is_unfamiliar(torch.stack([below, above])).tolist() == [True, False]
-    # A sure-looking but flat-logit picture: the probability rule passes it, the energy rule does not.
-    flat = torch.tensor([e - 3.0, e - 30.0, e - 30.0])
-    assert not cal.is_unsure(cal.to_probabilities(flat).unsqueeze(0)).item() and cal.is_unfamiliar(flat)
-
-
-# --- train.calibrate: validation pictures only ------------------------------------------------------
+def test_unfamiliar_threshold_fires_on_the_chosen_share_of_held_out_pictures() -> None:
+    gen = torch.Generator().manual_seed(0)
+    val = torch.randn(1000, 10, generator=gen) * 3
+    threshold = cal.fit_unfamiliar_threshold(val, rate=0.1)
+    assert cal.is_unfamiliar(val, threshold).float().mean().item() == pytest.approx(0.1, abs=0.002)
+    assert torch.allclose(cal.energy_score(val), torch.logsumexp(val, dim=1))
+    # flat logits (no class stands out, whatever their softmax) fall below; one clear winner does not
+    flat, clear = torch.full((10,), threshold - 3.0), torch.tensor([threshold + 1.0] + [0.0] * 9)
+    assert cal.is_unfamiliar(flat, threshold) is True and cal.is_unfamiliar(clear, threshold) is False
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +205,10 @@ def tiny(tmp_path_factory) -> tuple[Path, Cifar]:
     folder = tmp_path_factory.mktemp("calib") / "w"
     torch.manual_seed(0)
     CifarCNN(dropout=0.0).eval().save_pretrained(folder)
-    (folder / "metrics.json").write_text(json.dumps({"config": {"val_size": 15, "seed": 3}}))
+    # the shipped run's figures, as if that run had held out 15 pictures with seed 3
+    metrics = json.loads((Path(__file__).resolve().parent.parent / "weights" / "metrics.json").read_text())
+    metrics["config"].update(val_size=15, seed=3)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
     rng = np.random.default_rng(0)
     data = Cifar(rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 60),
                  rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 20),
@@ -284,11 +270,14 @@ def test_calibrate_folder_write_updates_config_and_draws_the_diagram(tiny, tmp_p
     new = json.loads((folder / "config.json").read_text())
     assert new["temperature"] == pytest.approx(out["temperature"], rel=1e-5)
     assert new["top_label_map"] == out["top_label_map"]
-    calibration_keys = ("temperature", "top_label_map")
+    calibration_keys = ("temperature", "top_label_map", "unfamiliar_below")
     assert {k: v for k, v in new.items() if k not in calibration_keys} == {
         k: v for k, v in old.items() if k not in calibration_keys}
     assert Image.open(folder / "reliability.png").size == (480, 480)
-    assert (folder / "metrics.json").read_text() == (src / "metrics.json").read_text()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["temperature"] == pytest.approx(out["temperature"]) and metrics["calibration_images"] == out["val_images"]
+    assert metrics["ece"] == pytest.approx(out["test_ece_after"]) and metrics["ece_uncalibrated"] == pytest.approx(out["test_ece_before"])
+    assert "## Calibration" in (folder / "README.md").read_text()
 
 
 def test_calibrate_refuses_a_folder_that_held_nothing_out(tiny, tmp_path, capsys) -> None:

@@ -147,7 +147,7 @@ def test_config_carries_what_inference_needs(tmp_path):
     assert config["std"] == pytest.approx(list(CIFAR_STD))
     assert config["temperature"] == 1.0 and config["dropout"] == 0.3
     assert check_config(config) == {k: config[k] for k in ("classes", "mean", "std", "image_size", "dropout",
-                                                           "temperature")}  # what loading will accept
+                                                           "temperature", "unfamiliar_below")}  # what loading accepts
     assert (tmp_path / "model.safetensors").is_file()
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from cifar_model import Classifier, count_parameters, tta_logits
-from cifar_model.calibration import fit_temperature, fit_top_label_map, quality, reliability_diagram
-from cifar_model.calibration import to_probabilities
+from cifar_model.calibration import reliability_diagram, to_probabilities
 from cifar_model.metrics import Metrics
 from cifar_model.weights import DIAGRAM_FILE, EXAMPLE_FILE
 
+from . import calibrate
 from . import data as datasets
 from .recipe import Net, TrainConfig, fit, per_epoch_line, split_train_val
 from .report import hardware, score, widget_example, write_folder
@@ -82,16 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         return tta_logits(model, torch.from_numpy(pictures).to(device), model.mean, model.std, tta=cfg.tta)
 
     calibration = {}
+    test_logits, test_y = logits_of(cifar.test_images).cpu(), torch.from_numpy(cifar.test_labels)
     if len(val_x):  # fitted on the held-out pictures, never on the test split
-        val_logits, val_labels = logits_of(val_x), torch.from_numpy(val_y)
-        temperature = fit_temperature(val_logits, val_labels)
-        model.set_calibration(temperature, fit_top_label_map(val_logits, val_labels, temperature))
-    test_logits, test_y = logits_of(cifar.test_images), torch.from_numpy(cifar.test_labels).to(device)
+        fitted = calibrate.fit(logits_of(val_x).cpu(), torch.from_numpy(val_y))
+        model.set_calibration(**fitted)
+        calibration = calibrate.figures(test_logits, test_y, fitted, len(val_x))
     probs = to_probabilities(test_logits, model.temperature, top_label_map=model.top_label_map)
-    if len(val_x):
-        before, after = quality(to_probabilities(test_logits), test_y), quality(probs, test_y)
-        calibration = {"temperature": model.temperature, "calibration_images": len(val_x),
-                       **{f"{k}_uncalibrated": v for k, v in before.items()}, **after}
     metrics = Metrics(**score(test_logits, test_y, cifar.classes), dataset=cifar.test_name, data_source=cifar.source,
                       train_images=len(train_x), train_seconds=round(seconds, 2), hardware=hardware(),
                       parameters=count_parameters(model), torch=torch.__version__, config=asdict(cfg),

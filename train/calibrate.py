@@ -6,9 +6,11 @@ the top-label map (:mod:`cifar_model.calibration`) on those pictures only, and p
 Brier on the validation pictures and on the test split, before and after. The test split is only
 scored, never fitted on.
 
-Nothing is written unless ``--write`` is given: then ``config.json`` gets ``"temperature"`` and
-``"top_label_map"`` (its other keys are kept) and ``reliability.png`` shows the test split after
-calibration. ``metrics.json`` and ``README.md`` are left alone.
+Nothing is written unless ``--write`` is given: then ``config.json`` gets the calibration
+(``temperature``, ``top_label_map``, ``unfamiliar_below``; its other keys are kept), ``metrics.json``
+the before/after figures on the test split, ``reliability.png`` the test split after calibration, and
+``README.md`` is rendered again from the metrics. ``python -m train`` calls :func:`fit` and
+:func:`figures` itself at the end of a run.
 """
 
 from __future__ import annotations
@@ -17,18 +19,37 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cifar_model import Classifier
+from cifar_model import Classifier, Metrics
 from cifar_model import calibration as cal
+from cifar_model.weights import CONFIG_FILE, DIAGRAM_FILE, METRICS_FILE
 
 from . import data as datasets
 from .recipe import split_train_val
+from .report import render_card
 
-CONFIG_FILE, METRICS_FILE, DIAGRAM_FILE = "config.json", "metrics.json", "reliability.png"
+
+def fit(val_logits: torch.Tensor, val_labels: torch.Tensor) -> dict:
+    """The calibration of a network, fitted on its held-out pictures only: ``CifarCNN.set_calibration``'s
+    keyword arguments (temperature, top-label map, the unsure rule's threshold)."""
+    temperature = cal.fit_temperature(val_logits, val_labels)
+    return {"temperature": temperature,
+            "top_label_map": cal.fit_top_label_map(val_logits, val_labels, temperature, steps=cal.MAP_STEPS),
+            "unfamiliar_below": cal.fit_unfamiliar_threshold(val_logits)}
+
+
+def figures(test_logits: torch.Tensor, test_labels: torch.Tensor, calibration: dict, val_images: int) -> dict:
+    """The calibration fields of :class:`Metrics`: ECE, NLL and Brier on the test split before and after."""
+    before = cal.quality(cal.to_probabilities(test_logits), test_labels)
+    after = cal.quality(cal.to_probabilities(test_logits, calibration["temperature"],
+                                             top_label_map=calibration["top_label_map"]), test_labels)
+    return {"temperature": calibration["temperature"], "calibration_images": val_images,
+            **{f"{k}_uncalibrated": v for k, v in before.items()}, **after}
 
 
 def holdout(folder: str | Path) -> tuple[int, int]:
@@ -92,8 +113,8 @@ def calibrate_folder(folder: str | Path, data: str | Path | datasets.Cifar, writ
     val_logits, val_labels = logits_of(clf, val_x), torch.from_numpy(val_y)
     test_logits, test_labels = logits_of(clf, cifar.test_images), torch.from_numpy(cifar.test_labels)
 
-    temperature = cal.fit_temperature(val_logits, val_labels)  # validation pictures only
-    knots = cal.fit_top_label_map(val_logits, val_labels, temperature, steps=cal.MAP_STEPS)
+    fitted = fit(val_logits, val_labels)  # validation pictures only
+    temperature, knots = fitted["temperature"], fitted["top_label_map"]
     out: dict = {"temperature": temperature, "top_label_map": knots, "val_images": len(val_y),
                  "test_images": len(cifar.test_labels)}
     stages = {"before": {}, "temperature_only": {"temperature": temperature},
@@ -120,13 +141,13 @@ def calibrate_folder(folder: str | Path, data: str | Path | datasets.Cifar, writ
     if write:
         config_path = folder / CONFIG_FILE
         config = json.loads(config_path.read_text())
-        config["temperature"] = round(temperature, 6)
-        config["top_label_map"] = knots
-        config_path.write_text(json.dumps(config, indent=2) + "\n")
+        config_path.write_text(json.dumps(config | fitted, indent=2, sort_keys=True) + "\n")
+        metrics = Metrics.load(folder / METRICS_FILE)
+        replace(metrics, **figures(test_logits, test_labels, fitted, len(val_y))).save(folder / METRICS_FILE)
         probs = cal.to_probabilities(test_logits, temperature, top_label_map=knots)
-        title = f"{cifar.test_name if len(cifar.test_name) < 40 else 'Test split'}, calibrated"
-        cal.reliability_diagram(probs, test_labels, title=title).save(folder / DIAGRAM_FILE)
-        log(f"\nwrote {config_path} (temperature, top_label_map) and {folder / DIAGRAM_FILE} (test split, after)")
+        cal.reliability_diagram(probs, test_labels).save(folder / DIAGRAM_FILE)
+        render_card(folder)
+        log(f"\nwrote {config_path} (calibration), {METRICS_FILE}, {DIAGRAM_FILE} (test split, after) and README.md")
     else:
         log("\n(nothing written: add --write to update config.json and write reliability.png)")
     return out
