@@ -612,10 +612,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nBest at the operating point (fires most on the real photos, then on the synthetic ones): {best}")
     print("(AUROC and FPR95 rank the scores differently: they average over, or sit at, other thresholds.)")
 
-    # The library's two rules, with their constants
-    rules = {"calibrated top probability": ("is_unsure", "UNSURE_BELOW", cal.UNSURE_BELOW),
-             "energy, T=1 (logsumexp)": ("is_unfamiliar", "ENERGY_BELOW", cal.ENERGY_BELOW)}
-    print("\nThe library's rules (cifar_model.calibration), each firing below its constant:\n")
+    # The library's rule, with the threshold config.json holds (or fitted here on validation)
+    energy_below = config.get("unfamiliar_below")
+    if energy_below is None:
+        energy_below = cal.fit_unfamiliar_threshold(val_logits)
+    rules = {"energy, T=1 (logsumexp)": ("is_unfamiliar", "unfamiliar_below", round(float(energy_below), 4))}
+    print("\nThe library's rule (cifar_model.calibration.is_unfamiliar), firing below config.json's unfamiliar_below:\n")
     row("rule", "score", "constant", f"the {q:.0%} validation quantile now", "fires on validation")
     row(*["---"] * 5)
     for name, (fn, const, value) in rules.items():
