@@ -1,6 +1,6 @@
 """Score weights the way the app predicts: ``Classifier.predict`` on every encoded test picture.
 
-    python benchmarks/eval_weights.py --data ../shared/data/cifar10-jpeg.tar.gz [--model weights]
+    python -m benchmarks.eval_weights --data ../shared/data/cifar10-jpeg.tar.gz [--model weights]
 
 Each JPEG goes through the library's whole path (decode, crop/resize, normalise, fused CPU network,
 flip TTA); the accuracy is compared with the figure in the weights' model card.
@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cifar_model import CLASSES, Classifier  # noqa: E402
-from train.data import iter_split  # noqa: E402
+from cifar_model import CLASSES, Classifier
+from train.data import iter_split
 
 
 def main() -> int:
@@ -38,11 +37,11 @@ def evaluate(clf: Classifier, items: list[tuple[bytes, int]]) -> None:
         probs = clf.predict([blob for blob, _ in chunk])
         correct += sum(max(p, key=p.get) == CLASSES[label] for p, (_, label) in zip(probs, chunk))
     acc = correct / len(items)
-    card = clf.info.card_accuracy
+    card = clf.info.metrics.test_accuracy if clf.info.metrics is not None else None
     print(f"Classifier.predict ({clf.backend}) on {len(items):,} test pictures: {acc:.2%}"
           f" ({time.perf_counter() - t0:.0f}s)")
     if card is not None:
-        print(f"  model card: {card:.2%}; difference {abs(acc - card) * 100:.2f} points")
+        print(f"  metrics.json (the model card's figure): {card:.2%}; difference {abs(acc - card) * 100:.2f} points")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """CPU inference: ``Classifier.predict`` on one photo-size upload against a plain reference, same run.
 
-    python benchmarks/infer_speed.py [--repeats 200]
+    python -m benchmarks.infer_speed [--repeats 200]
 
 The reference is what a first demo would do: ``Image.open(...).convert("RGB")``, a full decode,
-centre crop and resize with PIL, ``ToTensor`` + normalise, and the same network in plain eager
-fp32 (unfused BatchNorm, NCHW), with the same flip test-time augmentation (a batch of two), so both
-sides compute the same answer. A reference without TTA is timed too. Medians of interleaved runs;
+centre crop and resize with PIL, and the same network in plain eager fp32 (unfused BatchNorm,
+weights in NCHW), through the one inference rule :func:`cifar_model.tta_logits` (normalise, flip
+test-time augmentation as a batch of two), so both sides compute the same answer by the same rule
+and differ only in decoding and in the network's form (``Classifier``: bf16 where the CPU has AMX,
+BatchNorm folded, channels-last). A reference without TTA is timed too. Medians of interleaved runs;
 prints the ratio ours / reference (target <= 0.6) and the test-sample accuracy of both paths.
 """
 
@@ -22,9 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cifar_model import Classifier, tta_logits
+from cifar_model.calibration import to_probabilities
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from cifar_model import CLASSES, Classifier  # noqa: E402
 
 
 def photo(width: int, height: int) -> bytes:
@@ -39,12 +42,11 @@ def photo(width: int, height: int) -> bytes:
 
 
 class Reference:
-    """Plain eager fp32: full PIL decode, crop/resize, ToTensor-style normalise, unfused network."""
+    """Plain eager fp32: full PIL decode, crop/resize, the unfused network through ``tta_logits``."""
 
     def __init__(self, clf: Classifier, tta: bool) -> None:
-        self.model = clf.model.float().eval()
-        self.mean = torch.tensor(clf.mean).view(3, 1, 1)
-        self.std = torch.tensor(clf.std).view(3, 1, 1)
+        self.model = clf.model.float().eval()  # the CifarCNN as loaded: BatchNorm unfused, NCHW weights
+        self.classes, self.mean, self.std, self.temperature = clf.classes, clf.mean, clf.std, clf.temperature
         self.tta = tta
 
     def __call__(self, data: bytes) -> dict[str, float]:
@@ -52,15 +54,9 @@ class Reference:
         w, h = img.size
         s = min(w, h)
         img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((32, 32), Image.BICUBIC)
-        x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255)
-        x = ((x - self.mean) / self.std).unsqueeze(0)
-        with torch.no_grad():
-            if self.tta:
-                both = self.model(torch.cat([x, x.flip(-1)]))
-                logits = both.mean(0, keepdim=True)
-            else:
-                logits = self.model(x)
-        return dict(zip(CLASSES, torch.softmax(logits, 1)[0].tolist()))
+        pixels = torch.from_numpy(np.array(img)).unsqueeze(0)  # 1 x 32 x 32 x 3 uint8
+        logits = tta_logits(self.model, pixels, self.mean, self.std, tta=self.tta)
+        return dict(zip(self.classes, to_probabilities(logits, self.temperature)[0].tolist()))
 
 
 def timed(fn, data: bytes) -> float:

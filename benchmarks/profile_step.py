@@ -1,6 +1,6 @@
 """Where a training step's time goes on the GPU: ms per step for a few settings, and the top kernels.
 
-    python benchmarks/profile_step.py --data ../shared/data/cifar10-jpeg.tar.gz
+    python -m benchmarks.profile_step --data ../shared/data/cifar10-jpeg.tar.gz
 """
 
 from __future__ import annotations
@@ -8,23 +8,21 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from train import data as datasets  # noqa: E402
-from train.recipe import Net, TrainConfig, fit  # noqa: E402
+from train import data as datasets
+from train.recipe import Net, TrainConfig, fit
+
+from .train_sweep import parse
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="torchvision")
     p.add_argument("--configs", nargs="+", default=["batch_size=1024"])
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top kernels for the first config")
     args = p.parse_args()
-    from benchmarks.train_sweep import parse
-
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     cifar = datasets.load(args.data)

@@ -1,6 +1,6 @@
 """Tune the recipe on the held-out validation split (never the test split), one line per setting.
 
-    python benchmarks/train_sweep.py --data ../shared/data/cifar10-jpeg.tar.gz \
+    python -m benchmarks.train_sweep --data ../shared/data/cifar10-jpeg.tar.gz \
         --configs "epochs=12" "epochs=16,lr=0.4" "epochs=16,whiten=False" --seeds 0 1
 
 Each config is ``TrainConfig`` fields overriding ``python -m train``'s defaults. Prints validation
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from train import data as datasets  # noqa: E402
-from train.recipe import Net, TrainConfig, fit, split_train_val  # noqa: E402
+from train import data as datasets
+from train.recipe import Net, TrainConfig, fit, split_train_val
 
 
 def parse(spec: str) -> dict:
