@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import ctypes
 import html
 import logging
 import os
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import gradio as gr
 import numpy as np
 import torch
@@ -60,6 +62,9 @@ CACHE_BUDGET_BYTES = int(os.environ.get("CACHE_BUDGET_MB", "1024")) * 1024 * 102
 # Visitors' pictures and the pictures made from them are deleted this long after they arrive (checked
 # every half of it, so gone within 1.5x). Set by KEEP_UPLOADS_S or --keep-uploads.
 KEEP_UPLOADS_S = 1800
+# Gradio keeps a copy of the page's state (~40 KB here) for each session id it has seen, up to
+# 10,000 by default: anyone can mint session ids. Keep the most recent ones only (benchmarks/soak.py).
+SESSIONS_KEPT = 500
 # Bounded queue: when full, Gradio answers "queue full" (gradio_client raises QueueError).
 QUEUE_KWARGS: dict[str, Any] = {"max_size": 32, "default_concurrency_limit": 2}
 # The example pictures are 32x32: scale them to the box instead of a speck in its middle. The
@@ -102,7 +107,7 @@ class RequestLimits:
         # An MCP call may carry a base64 picture that Gradio saves into the cache: an upload too.
         upload = scope["path"].rstrip("/").endswith("/upload") or "/gradio_api/mcp" in scope["path"]
         limit = self.max_upload if upload else self.max_body
-        if upload and self.cache_size() > self.cache_budget:
+        if upload and await self.cache_size() > self.cache_budget:
             return await _refuse(send, 507, "The server's picture cache is full. Try again in a few minutes.")
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -114,13 +119,23 @@ class RequestLimits:
             receive = _replay(body, receive)
         return await self.app(scope, receive, send)
 
-    def cache_size(self) -> int:
-        """Bytes in Gradio's upload folder, measured at most once a second."""
-        if time.monotonic() - self._measured_at > 1.0:
-            folder = Path(get_upload_folder())
-            self._cache_size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+    async def cache_size(self) -> int:
+        """Bytes in Gradio's upload folder, measured at most every 10 s, in a worker thread (a walk of
+        thousands of files must not stall the event loop)."""
+        if time.monotonic() - self._measured_at > 10.0:
             self._measured_at = time.monotonic()
+            self._cache_size = await anyio.to_thread.run_sync(_folder_bytes, Path(get_upload_folder()))
         return self._cache_size
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for f in folder.rglob("*"):
+        try:
+            total += f.stat().st_size if f.is_file() else 0
+        except OSError:  # deleted while we walked
+            pass
+    return total
 
 
 async def _refuse(send: Callable, status: int, text: str) -> None:
@@ -361,7 +376,8 @@ class Handlers:
         source = image_source(payload)
         if isinstance(source, str):
             self.opened.add(source)
-            self.opened.update(_fresh_copies(Path(source)))
+            if Path(source).name.startswith("file."):  # how Gradio names a file it saved from base64
+                self.opened.update(_fresh_copies(Path(source)))
         return source
 
     def analyse(self, source: str | bytes) -> tuple[np.ndarray, tuple[dict[str, float], bool]]:
@@ -495,6 +511,7 @@ def launch_kwargs() -> dict[str, Any]:
     """What ``launch()`` needs besides host and port: limits, styling, privacy (no run history kept
     in visitors' browsers), the MCP server unless ``GRADIO_MCP_SERVER=False``."""
     return {"max_file_size": MAX_FILE_SIZE, "show_error": False, "css": CSS, "run_history": False,
+            "state_session_capacity": SESSIONS_KEPT,
             "mcp_server": os.environ.get("GRADIO_MCP_SERVER", "True").lower() != "false",
             "app_kwargs": {"middleware": [_middleware()]}}
 
@@ -505,9 +522,20 @@ def _middleware():
     return Middleware(RequestLimits)
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    # glibc gives busy threads heap arenas of their own and rarely returns their memory: a server's
+    # RSS creeps under load. MALLOC_ARENA_MAX=2 fixes it but must be set before start, which a Space
+    # can't do; mallopt(M_ARENA_MAX) does the same from inside, for the threads started after it.
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python app.py``: load the weights and serve the page until interrupted."""
     args = parse_args(argv)
+    _limit_malloc_arenas()
     try:
         classifier, warning = load_classifier(args.model, args.revision)
     except ModelLoadError as err:  # even the bundled weights failed: nothing to serve

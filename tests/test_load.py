@@ -84,14 +84,14 @@ def test_request_beyond_the_queue_is_refused_at_once_and_the_server_recovers(ser
     assert MAX_SIZE, "an unbounded queue never refuses anyone: waiting visitors pile up"
     demo, _ = served
     gate, running = threading.Event(), []
-    real = classifier.probabilities
+    real = classifier.logits
 
     def held(pixels):  # every prediction waits for the gate: the workers stay busy, the queue fills
         running.append(1)
         gate.wait(timeout=30)
         return real(pixels)
 
-    monkeypatch.setattr(classifier, "probabilities", held)
+    monkeypatch.setattr(classifier, "logits", held)
     # Files of their own, each once: a file the app has seen is answered from memory, not held.
     cats = []
     for i in range(WORKERS + MAX_SIZE + 1):
@@ -120,7 +120,7 @@ def test_internal_error_shows_a_generic_message_and_no_traceback(served, client,
     def broken(pixels):
         raise RuntimeError(SECRET)
 
-    monkeypatch.setattr(classifier, "probabilities", broken)
+    monkeypatch.setattr(classifier, "logits", broken)
     with pytest.raises(AppError) as err:
         client.predict(handle_file(str(fresh_cat)), api_name="/predict")
     # What a browser gets: the raw event stream of the same call.
@@ -201,6 +201,8 @@ def test_file_routes_serve_the_gallery_and_the_visitors_upload(served):
     config = json.loads(get(url + "config")[1])
     gallery = {Path(u).name: u for u in _urls(config) if "/gradio_api/file=" in u}
     examples = {p.name: p for p in (ROOT / "examples").glob("*.jpg")}
+    diagram = gallery.pop("image.png")  # the weights panel's reliability diagram, drawn from weights/
+    assert get(diagram)[1].startswith(b"\x89PNG")
     assert set(gallery) == set(examples)  # every example, served from Gradio's cache
     for name, file_url in gallery.items():
         assert get(file_url) == (200, examples[name].read_bytes()), name

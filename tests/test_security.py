@@ -364,7 +364,7 @@ def test_cache_budget_counts_the_upload_folder(in_uploads):
         asyncio.run(limits(scope, receive, send))
         return sent[0]["status"]
 
-    size = app.RequestLimits(inner).cache_size()
+    size = asyncio.run(app.RequestLimits(inner).cache_size())
     (in_uploads / "filler.bin").write_bytes(bytes(100_000))
     assert status(app.RequestLimits(inner, cache_budget=size + 10_000_000)) == 200
     assert status(app.RequestLimits(inner, cache_budget=size + 50_000)) == 507
