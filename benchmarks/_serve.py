@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from gradio_client.utils import QueueError  # noqa: E402,F401 -- re-exported for load.py
 
+from tests.conftest import free_port  # noqa: E402,F401 -- one definition for tests and benchmarks
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "cifar10-test-sample"
 EXAMPLES = ROOT / "examples"
@@ -46,11 +47,6 @@ _TLS = ssl.create_default_context()
 # The server.
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_env(upload_dir: Path, *, model: str | None = None, mcp: bool = False,

@@ -160,10 +160,7 @@ def valid_worker(i: int, url: str, valid: dict[Path, Expected], photos: list[Pat
     scratch.mkdir()
     client, n = None, 0
     while time.monotonic() < deadline:
-        if client is None or n % args.session_requests == 0:
-            if client is not None:
-                _serve.close_all([client])
-            client = _serve.new_client(url)
+        client = _session(client, url, n, args)
         path = photos[(n // PHOTO_EVERY) % len(photos)] if n % PHOTO_EVERY == PHOTO_EVERY - 1 else files[n % len(files)]
         sent = path if args.same_files else distinct_copy(path, scratch, rng)
         result, error, seconds = call(client, sent, REQUEST_TIMEOUT_S)
@@ -171,6 +168,15 @@ def valid_worker(i: int, url: str, valid: dict[Path, Expected], photos: list[Pat
         n += 1
     if client is not None:
         _serve.close_all([client])
+
+
+def _session(client, url: str, n: int, args):
+    """A new client (a new visitor's session) every ``args.session_requests`` requests."""
+    if client is None or n % args.session_requests == 0:
+        if client is not None:
+            _serve.close_all([client])
+        client = _serve.new_client(url)
+    return client
 
 
 def distinct_copy(path: Path, folder: Path, rng: random.Random) -> Path:
@@ -187,10 +193,7 @@ def hostile_worker(i: int, url: str, hostile: dict[Path, Expected], deadline: fl
     random.Random(100 + i).shuffle(files)
     client, n = None, 0
     while time.monotonic() < deadline:
-        if client is None or n % args.session_requests == 0:
-            if client is not None:
-                _serve.close_all([client])
-            client = _serve.new_client(url)
+        client = _session(client, url, n, args)
         path = files[n % len(files)]
         result, error, seconds = call(client, path, REQUEST_TIMEOUT_S)
         tally.add(path.name, judge(result, error, hostile[path]), seconds)

@@ -119,19 +119,19 @@ def _download(repo_id: str, revision: str | None, **hub_kwargs) -> Path:
     )
 
     where = f"{repo_id}@{revision}" if revision else repo_id
+    known = {  # most specific first: a gated repo is also "not found"
+        GatedRepoError: f"The repo {repo_id!r} is gated: accept its terms on the Hub and set HF_TOKEN.",
+        RepositoryNotFoundError: f"No model repo {repo_id!r} on the Hugging Face Hub (or it is private: set HF_TOKEN).",
+        RevisionNotFoundError: f"The repo {repo_id!r} has no revision {revision!r}.",
+        LocalEntryNotFoundError: f"Could not reach the Hugging Face Hub for {where}, and it is not in the local cache.",
+    }
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES, **hub_kwargs))
-    except GatedRepoError:
-        raise ModelLoadError(f"The repo {repo_id!r} is gated: accept its terms on the Hub and set HF_TOKEN.") from None
-    except RepositoryNotFoundError:
-        raise ModelLoadError(f"No model repo {repo_id!r} on the Hugging Face Hub (or it is private: set HF_TOKEN).") from None
-    except RevisionNotFoundError:
-        raise ModelLoadError(f"The repo {repo_id!r} has no revision {revision!r}.") from None
-    except LocalEntryNotFoundError:
-        raise ModelLoadError(f"Could not reach the Hugging Face Hub for {where}, and it is not in the local cache.") from None
     except Exception as err:  # the network's failures come in many types (HTTP, transport, proxy, disk)
+        message = next((text for kind, text in known.items() if isinstance(err, kind)), None)
         reason = " ".join(str(err).split())
-        raise ModelLoadError(f"Could not download {where} from the Hugging Face Hub: {type(err).__name__}: {reason}") from None
+        raise ModelLoadError(message or f"Could not download {where} from the Hugging Face Hub: "
+                             f"{type(err).__name__}: {reason}") from None
 
 
 def _check_config_file(path: Path) -> None:

@@ -46,19 +46,21 @@ def url(served) -> str:
     return served[1]
 
 
-@pytest.fixture(scope="module")
-def client(url) -> Client:
+def _client(url: str):
     c = Client(url, verbose=False)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def client(url) -> Client:
+    yield from _client(url)
 
 
 @pytest.fixture
 def fresh_client(url) -> Client:
     """A client of its own: a new browser session, with no state from other tests."""
-    c = Client(url, verbose=False)
-    yield c
-    c.close()
+    yield from _client(url)
 
 
 @pytest.fixture
