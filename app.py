@@ -26,11 +26,14 @@ import argparse
 import base64
 import binascii
 import ctypes
+import hashlib
 import html
+import io
 import logging
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -433,7 +436,7 @@ class Handlers:
         _, (probs, unfamiliar) = self.analyse(source)
         return probs, unsure_notice(probs, unfamiliar)
 
-    def explain(self, image: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def explain(self, image: Any) -> tuple[str | None, str | None]:
         """Show what the classifier saw and where it looked: the 32x32 input it classified, enlarged, and a
         Grad-CAM heatmap of the class it ranks first, over that input.
 
@@ -441,7 +444,7 @@ class Handlers:
             image: the picture (JPEG, PNG, WebP, GIF, BMP or TIFF).
 
         Returns:
-            The 32x32 input enlarged to 256x256, and the same with the heatmap blended over it.
+            The 32x32 input enlarged to 256x256, and the same with the heatmap blended over it (PNG files).
         """
         source = self.source(image)
         if source is None:
@@ -450,7 +453,29 @@ class Handlers:
         top = self.clf.classes.index(max(probs, key=probs.get))  # the class the bars rank first
         with self._cam_lock:
             cam = grad_cam(self.clf.model, pixels, class_index=top)
-        return enlarge(pixels), heat_overlay(pixels, cam)
+        return self.png(enlarge(pixels)), self.png(heat_overlay(pixels, cam))
+
+    def png(self, pixels: np.ndarray) -> str:
+        """The picture as a PNG file in the upload folder, named by its content and written once.
+
+        Returned as a path, not an array: Gradio saves an array by rewriting ``<hash>/image.png`` in
+        place each time the same picture comes back, so a browser still fetching the first copy got
+        "Too much data for declared Content-Length". A path is copied into Gradio's cache by an
+        atomic rename, only if absent; this file too is written under a temporary name and renamed.
+        """
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")
+        data = buf.getvalue()
+        folder = Path(get_upload_folder()) / "cifar-pictures"
+        path = folder / f"{hashlib.sha256(data).hexdigest()}.png"
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, staging = tempfile.mkstemp(dir=folder, prefix=".png.")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(staging, path)
+        self.opened.add(str(path))
+        return str(path)
 
     def predict_live(self, frame: Any) -> tuple[dict[str, float], str] | dict:
         """Live tab: like :meth:`predict`, but a bad or missing frame keeps the last answer quietly."""

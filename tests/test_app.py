@@ -223,13 +223,25 @@ def test_explain_heatmap_is_the_top_class(handlers, classifier, uploaded):
         pixels = classifier.to_uint8(path)
         probs, _ = handlers.classify(pixels)
         order = sorted(range(len(CLASSES)), key=lambda i: probs[CLASSES[i]])
-        seen, heat = handlers.explain(uploaded(path))
+        seen, heat = (np.asarray(Image.open(f)) for f in handlers.explain(uploaded(path)))
         np.testing.assert_array_equal(seen, app.enlarge(pixels))
         top = app.heat_overlay(pixels, grad_cam(classifier.model, pixels, class_index=order[-1]))
         np.testing.assert_allclose(heat.astype(int), top.astype(int), atol=1)
         least = app.heat_overlay(pixels, grad_cam(classifier.model, pixels, class_index=order[0]))
         differs += np.abs(least.astype(int) - top.astype(int)).max() > 8
     assert differs == len(EXAMPLES[::3])  # on these pictures the two classes' maps differ
+
+
+def test_explain_pictures_are_written_once_and_never_rewritten(handlers, uploaded):
+    # A browser may still be fetching the picture a first /explain made when a second /explain of the
+    # same picture returns the same file: rewriting it in place made the server send a file that
+    # changed size mid-response (h11: "Too much data for declared Content-Length").
+    first = handlers.explain(uploaded(EXAMPLES[0]))
+    before = [(os.stat(f).st_ino, os.stat(f).st_mtime_ns, Path(f).read_bytes()) for f in first]
+    second = handlers.explain(uploaded(EXAMPLES[0]))
+    assert second == first
+    assert [(os.stat(f).st_ino, os.stat(f).st_mtime_ns, Path(f).read_bytes()) for f in second] == before
+    assert all(Path(f).read_bytes().startswith(b"\x89PNG") and f in handlers.opened for f in first)
 
 
 def test_explain_in_the_page_reuses_what_predict_computed(fresh_client, monkeypatch, tmp_path):
