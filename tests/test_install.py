@@ -26,11 +26,11 @@ PHOTO = ROOT / "examples" / "cat_1.jpg"
 
 pytestmark = pytest.mark.timeout(120)
 
-# Run by `python -I` (no checkout, no current directory, no PYTHONPATH on sys.path) with the
-# installed copy's folder put first on sys.path by hand.
+# Run by `python -I` (no checkout, no current directory, no PYTHONPATH) with the installed copy's
+# folder added as a site directory, as pip's --target folder is meant to be used.
 SCRIPT = r"""
-import contextlib, importlib.util, io, json, sys
-sys.path.insert(0, sys.argv[1])
+import contextlib, importlib.util, io, json, site, sys
+site.addsitedir(sys.argv[1])
 import cifar_model
 from cifar_model import Classifier, ModelLoadError
 from cifar_model.__main__ import main
