@@ -617,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     if energy_below is None:
         energy_below = cal.fit_unfamiliar_threshold(val_logits)
     rules = {"energy, T=1 (logsumexp)": ("is_unfamiliar", "unfamiliar_below", round(float(energy_below), 4))}
-    print("\nThe library's rule (cifar_model.calibration.is_unfamiliar), firing below config.json's unfamiliar_below:\n")
+    print("\nThe library's rule (cifar_model.calibration.is_unfamiliar), firing below config.json's "
+          "unfamiliar_below:\n")
     row("rule", "score", "constant", f"the {q:.0%} validation quantile now", "fires on validation")
     row(*["---"] * 5)
     for name, (fn, const, value) in rules.items():

@@ -33,7 +33,8 @@ def main() -> int:
         fit(replace(cfg, epochs=1), x, y, None, None, device, progress=False, net=net)  # compile, warm up
         _, _, seconds = fit(cfg, x, y, None, None, device, progress=False, net=net)
         steps = cfg.epochs * (len(x) // cfg.batch_size)
-        print(f"{spec:<60} {1000 * seconds / steps:7.2f} ms/step  {len(x) * cfg.epochs / seconds:9.0f} img/s", flush=True)
+        print(f"{spec:<60} {1000 * seconds / steps:7.2f} ms/step  {len(x) * cfg.epochs / seconds:9.0f} img/s",
+              flush=True)
         if args.profile and i == 0:
             from torch.profiler import ProfilerActivity, profile
 

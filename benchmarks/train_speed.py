@@ -39,7 +39,8 @@ def ours(cfg: TrainConfig, cifar, seeds: list[int], device, net: Net) -> list[tu
         logits = tta_logits(model, test_x, model.mean, model.std, tta=cfg.tta)  # the rule the app predicts with
         acc = (logits.argmax(1) == test_y).float().mean().item()
         results.append((seconds, acc))
-        print(f"ours   seed {seed}: {seconds:6.2f}s  test acc {acc:.2%}  ({cfg.epochs} epochs, {len(xt):,} train)", flush=True)
+        print(f"ours   seed {seed}: {seconds:6.2f}s  test acc {acc:.2%}  ({cfg.epochs} epochs, {len(xt):,} train)",
+              flush=True)
     return results
 
 
@@ -51,14 +52,16 @@ def reference(cifar, seeds: list[int]) -> list[tuple[float, float]]:
         return []
     work = Path(tempfile.mkdtemp())
     (work / "cifar10").mkdir()
-    for split, x, y in (("train", cifar.train_images, cifar.train_labels), ("test", cifar.test_images, cifar.test_labels)):
+    splits = (("train", cifar.train_images, cifar.train_labels), ("test", cifar.test_images, cifar.test_labels))
+    for split, x, y in splits:
         torch.save({"images": torch.from_numpy(x), "labels": torch.from_numpy(y), "classes": cifar.classes},
                    work / "cifar10" / f"{split}.pt")
     cwd = os.getcwd()
     os.chdir(work)  # airbench's loaders read ./cifar10/*.pt
     try:
         hyp = airbench.lib_airbench94.hyp
-        loader = airbench.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"], aug=hyp["aug"], altflip=True)
+        loader = airbench.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"], aug=hyp["aug"],
+                                      altflip=True)
         test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
         airbench.train94(loader, run=-1, verbose=False)  # its own warm-up
         results = []
@@ -71,7 +74,8 @@ def reference(cifar, seeds: list[int]) -> list[tuple[float, float]]:
             seconds = time.perf_counter() - t0
             acc = airbench.evaluate(model, test_loader, tta_level=hyp["net"]["tta_level"])
             results.append((seconds, acc))
-            print(f"airbench94 seed {seed}: {seconds:6.2f}s  test acc {acc:.2%}  (its own net, flip+translate TTA)", flush=True)
+            print(f"airbench94 seed {seed}: {seconds:6.2f}s  test acc {acc:.2%}  (its own net, flip+translate TTA)",
+                  flush=True)
         return results
     finally:
         os.chdir(cwd)
@@ -82,7 +86,8 @@ def summary(name: str, rows: list[tuple[float, float]]) -> str:
     a = [r[1] for r in rows]
     sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
     return (f"{name:<28} time {statistics.mean(t):6.2f}s ± {sd(t):.2f} (min {min(t):.2f}, max {max(t):.2f})"
-            f" | acc {statistics.mean(a):.2%} ± {sd(a):.2%} (min {min(a):.2%}) | runs >= 90%: {sum(x >= 0.9 for x in a)}/{len(a)}")
+            f" | acc {statistics.mean(a):.2%} ± {sd(a):.2%} (min {min(a):.2%})"
+            f" | runs >= 90%: {sum(x >= 0.9 for x in a)}/{len(a)}")
 
 
 def main() -> int:

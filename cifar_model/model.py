@@ -113,7 +113,8 @@ class CifarCNN(
     def set_calibration(self, temperature: float, top_label_map: list[list[float]] | None = None,
                         unfamiliar_below: float | None = None) -> None:
         """Keep a calibration fitted on held-out pictures; ``save_pretrained`` writes it to config.json."""
-        self.temperature, self.top_label_map, self.unfamiliar_below = float(temperature), top_label_map, unfamiliar_below
+        self.temperature, self.top_label_map = float(temperature), top_label_map
+        self.unfamiliar_below = unfamiliar_below
         self._hub_mixin_config.update(temperature=self.temperature, top_label_map=top_label_map,
                                       unfamiliar_below=unfamiliar_below)
 

@@ -47,7 +47,8 @@ BACKGROUND = (255, 255, 255)
 _SUPPORTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 _NOT_A_PICTURE = f"This file is not a picture we can read. Use a {_SUPPORTED} image."
 _TRUNCATED = "The picture is incomplete: the file ends too early. Upload the whole file again."
-_DAMAGED = "The picture is damaged and could not be decoded. Open it in an image viewer and save it again as JPEG or PNG."
+_DAMAGED = ("The picture is damaged and could not be decoded. "
+            "Open it in an image viewer and save it again as JPEG or PNG.")
 _log = logging.getLogger(__name__)
 
 

@@ -135,7 +135,8 @@ def _build() -> tuple[tuple[str, bytes], ...]:
         "empty.png": b"",
         "text.png": b"This is not a picture, only some text saved with a .png name.\n" * 4,
         "html_error_page.jpg": b"<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>\n",
-        "svg.png": b'<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"><rect width="32" height="32"/></svg>',
+        "svg.png": (b'<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32">'
+                    b'<rect width="32" height="32"/></svg>'),
         "random.bin": np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
         "icon.ico": encode(pic, "ICO"),
         "truncated.jpg": _half(encode(photo(320, 240), "JPEG", quality=90)),

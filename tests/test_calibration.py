@@ -275,8 +275,10 @@ def test_calibrate_folder_write_updates_config_and_draws_the_diagram(tiny, tmp_p
         k: v for k, v in old.items() if k not in calibration_keys}
     assert Image.open(folder / "reliability.png").size == (480, 480)
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["temperature"] == pytest.approx(out["temperature"]) and metrics["calibration_images"] == out["val_images"]
-    assert metrics["ece"] == pytest.approx(out["test_ece_after"]) and metrics["ece_uncalibrated"] == pytest.approx(out["test_ece_before"])
+    assert metrics["temperature"] == pytest.approx(out["temperature"])
+    assert metrics["calibration_images"] == out["val_images"]
+    assert metrics["ece"] == pytest.approx(out["test_ece_after"])
+    assert metrics["ece_uncalibrated"] == pytest.approx(out["test_ece_before"])
     assert "## Calibration" in (folder / "README.md").read_text()
 
 

@@ -309,7 +309,8 @@ def test_push_creates_a_model_repo_and_uploads_only_the_weights_files(tmp_path: 
         ("upload_folder", {"folder_path": tmp_path / "w", "repo_id": REPO, "repo_type": "model",
                            "allow_patterns": HUB_FILES, "commit_message": "Upload CIFAR-10 CNN weights"}, TOKEN),
     ]
-    assert hub_api.uploaded == sorted(["README.md", CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, "reliability.png", "example.jpg"])
+    assert hub_api.uploaded == sorted(["README.md", CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, "reliability.png",
+                                       "example.jpg"])
     assert contents(tmp_path / "w") == before  # the card is uploaded as it is: nothing written or deleted
 
 

@@ -143,7 +143,8 @@ def test_messages_say_what_went_wrong(files):
     assert "empty" in message("empty.png")
     for name in ("text.png", "random.bin", "icon.ico", "svg.png"):
         assert "JPEG, PNG" in message(name)  # names the formats that do work
-    for name in ("truncated.jpg", "truncated_header.jpg", "truncated.png", "truncated.gif", "truncated_progressive.jpg"):
+    truncated = ("truncated.jpg", "truncated_header.jpg", "truncated.png", "truncated.gif", "truncated_progressive.jpg")
+    for name in truncated:
         assert "incomplete" in message(name)
     for name in BOMBS:
         assert f"{MAX_PIXELS // 1_000_000} megapixels" in message(name)

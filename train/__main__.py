@@ -35,12 +35,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="torchvision",
                    help="'torchvision' (download the original CIFAR-10) or an ImageFolder tree or .tar/.tar.gz of one")
-    p.add_argument("--out", type=Path, default=Path("runs/cifar10-seed-cnn"), help="folder to write (default %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("runs/cifar10-seed-cnn"),
+                   help="folder to write (default %(default)s)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub model repo")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.add_argument("--limit", type=int, default=0, help="use only this many training pictures (quick trials)")
-    p.add_argument("--cache-dir", type=Path, default=datasets.DEFAULT_CACHE, help="decoded-data cache (default %(default)s)")
+    p.add_argument("--cache-dir", type=Path, default=datasets.DEFAULT_CACHE,
+                   help="decoded-data cache (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, only the per-epoch lines")
     for f in fields(TrainConfig):
         flag, value = "--" + f.name.replace("_", "-"), f.default
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                       compile_seconds=round(compile_seconds, 1) if compile_seconds else None, **calibration)
     _write(args.out, model, metrics, command, reliability_diagram(probs, test_y) if calibration else None)
     print(f"test accuracy {metrics.test_accuracy:.2%} ({cifar.test_name})"
-          + (f" | ECE {metrics.ece_uncalibrated:.2%} -> {metrics.ece:.2%} at T={model.temperature:.3f}" if calibration else "")
+          + (f" | ECE {metrics.ece_uncalibrated:.2%} -> {metrics.ece:.2%} at T={model.temperature:.3f}"
+             if calibration else "")
           + f" | trained in {seconds:.1f}s | wrote {args.out}/", flush=True)
     if args.push_to_hub:
         return _push(args.out, args.push_to_hub, args.private)
