@@ -29,14 +29,19 @@ def main() -> int:
     return 0
 
 
-def evaluate(clf: Classifier, items: list[tuple[bytes, int]]) -> None:
-    t0 = time.perf_counter()
+def accuracy(clf: Classifier, items: list[tuple[bytes, int]], batch: int = 500) -> float:
+    """Share of (encoded picture, label) items whose top class under ``Classifier.predict`` is right."""
     correct = 0
-    for start in range(0, len(items), 500):
-        chunk = items[start:start + 500]
+    for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
         probs = clf.predict([blob for blob, _ in chunk])
         correct += sum(max(p, key=p.get) == CLASSES[label] for p, (_, label) in zip(probs, chunk))
-    acc = correct / len(items)
+    return correct / len(items)
+
+
+def evaluate(clf: Classifier, items: list[tuple[bytes, int]]) -> None:
+    t0 = time.perf_counter()
+    acc = accuracy(clf, items)
     card = clf.info.metrics.test_accuracy if clf.info.metrics is not None else None
     print(f"Classifier.predict ({clf.backend}) on {len(items):,} test pictures: {acc:.2%}"
           f" ({time.perf_counter() - t0:.0f}s)")

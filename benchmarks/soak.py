@@ -158,13 +158,22 @@ def valid_worker(i: int, url: str, valid: dict[Path, Expected], photos: list[Pat
     rng = random.Random(i)
     rng.shuffle(files)  # each client its own order
     scratch.mkdir()
+
+    def pick(n: int) -> tuple[Path, Path]:
+        path = photos[(n // PHOTO_EVERY) % len(photos)] if n % PHOTO_EVERY == PHOTO_EVERY - 1 else files[n % len(files)]
+        return path, path if args.same_files else distinct_copy(path, scratch, rng)
+
+    _client_loop(url, deadline, tally, args, pick, valid)
+
+
+def _client_loop(url: str, deadline: float, tally: Tally, args, pick, expected: dict[Path, Expected]) -> None:
+    """One client thread's requests until ``deadline``: ``pick(n)`` -> (picture, the file to send)."""
     client, n = None, 0
     while time.monotonic() < deadline:
         client = _session(client, url, n, args)
-        path = photos[(n // PHOTO_EVERY) % len(photos)] if n % PHOTO_EVERY == PHOTO_EVERY - 1 else files[n % len(files)]
-        sent = path if args.same_files else distinct_copy(path, scratch, rng)
+        path, sent = pick(n)
         result, error, seconds = call(client, sent, REQUEST_TIMEOUT_S)
-        tally.add(path.name, judge(result, error, valid[path]), seconds)
+        tally.add(path.name, judge(result, error, expected[path]), seconds)
         n += 1
     if client is not None:
         _serve.close_all([client])
@@ -191,15 +200,7 @@ def distinct_copy(path: Path, folder: Path, rng: random.Random) -> Path:
 def hostile_worker(i: int, url: str, hostile: dict[Path, Expected], deadline: float, tally: Tally, args) -> None:
     files = list(hostile)
     random.Random(100 + i).shuffle(files)
-    client, n = None, 0
-    while time.monotonic() < deadline:
-        client = _session(client, url, n, args)
-        path = files[n % len(files)]
-        result, error, seconds = call(client, path, REQUEST_TIMEOUT_S)
-        tally.add(path.name, judge(result, error, hostile[path]), seconds)
-        n += 1
-    if client is not None:
-        _serve.close_all([client])
+    _client_loop(url, deadline, tally, args, lambda n: (files[n % len(files)],) * 2, hostile)
 
 
 def raw_worker(url: str, fn_index: int, cases: list, secrets_: tuple[str, ...], refused: str, deadline: float,

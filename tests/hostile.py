@@ -251,12 +251,17 @@ def _tiff_with_size(tiff: bytes, width: int, height: int) -> bytes:
     return _tiff_patch(tiff, {256: width, 257: height})
 
 
-def _tiff_patch(tiff: bytes, values: dict[int, int]) -> bytes:
-    # Rewrite the values of SHORT/LONG tags in the first directory, widening SHORTs to LONG.
+def _tiff_first_ifd(tiff: bytes) -> tuple[str, bytearray, int, int]:
+    """(byte order, a writable copy, the first directory's offset, its entry count)."""
     order = "<" if tiff[:2] == b"II" else ">"
     data = bytearray(tiff)
     ifd = struct.unpack_from(order + "I", data, 4)[0]
-    (count,) = struct.unpack_from(order + "H", data, ifd)
+    return order, data, ifd, struct.unpack_from(order + "H", data, ifd)[0]
+
+
+def _tiff_patch(tiff: bytes, values: dict[int, int]) -> bytes:
+    # Rewrite the values of SHORT/LONG tags in the first directory, widening SHORTs to LONG.
+    order, data, ifd, count = _tiff_first_ifd(tiff)
     for i in range(count):
         entry = ifd + 2 + 12 * i
         tag, _type, n = struct.unpack_from(order + "HHI", data, entry)
@@ -268,10 +273,7 @@ def _tiff_patch(tiff: bytes, values: dict[int, int]) -> bytes:
 def _tiff_ifd_loop(tiff: bytes) -> bytes:
     # The 4 bytes after the first directory's entries point to the next directory: point them
     # back at the first one, so a reader counting frames would never finish without a loop check.
-    order = "<" if tiff[:2] == b"II" else ">"
-    data = bytearray(tiff)
-    ifd = struct.unpack_from(order + "I", data, 4)[0]
-    (count,) = struct.unpack_from(order + "H", data, ifd)
+    order, data, ifd, count = _tiff_first_ifd(tiff)
     struct.pack_into(order + "I", data, ifd + 2 + 12 * count, ifd)
     return bytes(data)
 

@@ -295,14 +295,20 @@ def test_open_image_leaves_warnings_filters_alone_under_threads(files):
             for _ in range(300):
                 open_image(files["1x1.png"])
 
-        threads = [threading.Thread(target=work) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_in_threads(work, 6)
     finally:
         sys.setswitchinterval(interval)
     assert warnings.filters == before
+
+
+def run_in_threads(work, n: int) -> None:
+    """``work(i)`` (or ``work()``) in ``n`` threads at once; returns when all are done."""
+    takes_index = work.__code__.co_argcount == 1
+    threads = [threading.Thread(target=work, args=(i,) if takes_index else ()) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def test_concurrent_predictions_give_the_same_outcomes(clf, files):
@@ -321,11 +327,7 @@ def test_concurrent_predictions_give_the_same_outcomes(clf, files):
         for name, data in files.items():
             results[i, name] = outcome(data)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 4)
     assert all(results[i, name] == serial[name] for i in range(4) for name in files)
 
 

@@ -68,14 +68,11 @@ def test_card_figure_matches_predict_on_the_full_test_split(clf: Classifier) -> 
     """The card's accuracy must be what Classifier.predict scores on all 10,000 pictures (+-0.5)."""
     from train.data import iter_split
 
+    from benchmarks.eval_weights import accuracy
+
     items = list(iter_split(DATA, "test"))
     assert len(items) == 10_000
-    correct = 0
-    for start in range(0, len(items), 1000):
-        chunk = items[start:start + 1000]
-        probs = clf.predict([blob for blob, _ in chunk])
-        correct += sum(max(p, key=p.get) == CLASSES[label] for p, (_, label) in zip(probs, chunk))
-    assert abs(correct / len(items) - clf.info.metrics.test_accuracy) <= 0.005
+    assert abs(accuracy(clf, items, batch=1000) - clf.info.metrics.test_accuracy) <= 0.005
 
 
 # ---------------------------------------------------------------------------- folders we must refuse
