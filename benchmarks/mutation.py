@@ -8,8 +8,8 @@ Each module is mutated on its own, with only its fast tests (never the browser t
 tests or the full test split), in a scratch copy of the repository under ``mutants/<module>/`` (git
 ignores it): a copy of the source, the tests, ``weights/`` and ``examples/``, and a ``pyproject.toml``
 with a ``[tool.mutmut]`` section written from ``MODULES`` below. There mutmut runs
-``mutmut run --max-children 2`` (2 cores), under ``nice``. Only the functions named in ``MODULES``
-are mutated: the lines of the file's other functions are handed to mutmut as
+``mutmut run --max-children 2`` (2 cores; ``--max-children N`` to change it), under ``nice``. Only the
+functions named in ``MODULES`` are mutated: the lines of the file's other functions are handed to mutmut as
 ``do_not_mutate_patterns``. A module that would run past ``--max-minutes`` (counted from the start,
 for all modules together) is stopped; its unchecked mutants are counted as such, not as killed.
 
@@ -57,11 +57,15 @@ MODULES: dict[str, Module] = {
     "preprocess": Module({"cifar_model/preprocess.py": None},
                          ["tests/test_preprocess.py", "tests/test_mutants_preprocess.py"]),
     "calibration": Module(
-        {"cifar_model/calibration.py": None}, ["tests/test_calibration.py"],
+        {"cifar_model/calibration.py": None},
+        ["tests/test_calibration.py", "tests/test_mutants_calibration.py"],
         skip={"reliability_diagram": "drawing code: its pixels are checked by eye, not by a behavioural test",
               "_font": "drawing code (the diagram's font)", "_hatch": "drawing code (the diagram's hatching)"}),
     "weights": Module({"cifar_model/weights.py": ["check_config", "resolve"]},
-                      ["tests/test_weights.py", "tests/test_model.py", "-k", "not full_test_split"]),
+                      ["tests/test_weights.py", "tests/test_model.py", "tests/test_mutants_weights.py", "-k",
+                       # not the shipped weights' accuracy checks (11 s a mutant): they test the network, not
+                       # the config checks, which every other test here goes through
+                       "not full_test_split and not score_at_least and not bf16_and_fp32"]),
     "classifier": Module({"cifar_model/classifier.py": ["tta_logits"]},
                          ["tests/test_model.py", "tests/test_weights.py", "-k", "not full_test_split"]),
     "app": Module({"app.py": ["image_source", "unsure_notice", "RequestLimits"]},
@@ -81,6 +85,177 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("cifar_model/preprocess.py", _NAN, "a = np.nan_to_num(raw.astype(None), nan=0.0, posinf=0.0, neginf=0.0)"):
         "astype(None) is astype(float64): numpy's default float type",
 }
+
+# calibration: reasons, then (line, mutated line, reason) as `python -m benchmarks.mutation` lists them
+_CAL_WHY = {
+    'dev':
+        "device placement only: the same tensors on the CPU, where the fast tests and the app's CPU path run",
+    'topclamp':
+        'the top probability is at least 1/C, never below 1e-12; and logit(1.0) = inf is clamped to the last knot b'
+        'y _interp all the same',
+    'rest0':
+        'where rest == 0 the other classes are all exactly 0 (and so is the runner-up): both branches give 0 there',
+    'interp_i':
+        'v is clamped into [xs[0], xs[-1]] first, so searchsorted gives 0..len(xs)-1; at 0 (v == xs[0]) the index -'
+        '1 wraps to the last knot and t = 1 gives ys[0] all the same',
+    'bucketize':
+        "right=False is torch.bucketize's default",
+    'nan':
+        "an empty bin's mean is NaN either way (float('NAN') is float('nan'); the mean of no values is nan)",
+    'iters':
+        'a 51st halving moves T by under 1e-14 relative: the bracket is 9.2 * 2^-50 wide after 50',
+    'tie':
+        "differs only where the NLL's slope is exactly 0.0 at a bisection midpoint: that is the minimum, which both"
+        ' sides of the bracket then converge to',
+    'lower9':
+        'the top probability is at least 1/C, never below 1e-9: the lower clamp never binds',
+    'prec64':
+        'float32 instead of float64 for an internal tensor: the knots move by under 1e-6 (they are rounded to 6 dec'
+        'imals); the fit is the same',
+    'start':
+        "L-BFGS's starting point only: the same likelihood is maximised to the same map (the tests' fits agree to 0"
+        '.04)',
+    'lbfgs':
+        "L-BFGS settings only (lr=1 is the default; tolerances, the step's first length, one more iteration): the s"
+        'ame likelihood is maximised to the same map',
+    'scale':
+        "the linear term's scale is a free parameter (exp(theta[1])): dividing or multiplying by std only moves whe"
+        're L-BFGS starts',
+    'width':
+        "the steps' width 1/15 or 1/18 of the data's spread instead of 1/17: a smoothing choice among equally valid"
+        " ones; the fitted maps agree within the tests' 0.04",
+    'eqfloor':
+        'differs only where the 1% quantile is exactly the chance log-odds (or a knot falls exactly on it): both br'
+        'anches then give the same value',
+    'points':
+        'the number of knots sampled (48 by default) is a tuning default, not behaviour: 49 evenly spaced knots sam'
+        'ple the same curve',
+    'round7':
+        "one more decimal in the returned knots moves each by under 5e-7, far below the map's precision; nothing re"
+        'ads the 7th decimal',
+    'knotdtype':
+        'np.asarray of a list of floats is float64 already; knots given as a float32 array differ by float32 roundi'
+        'ng only (test_knots_may_come_as_a_float32_array)',
+    'labels':
+        'labels are integers: no gradient to detach, and np.asarray and torch.as_tensor give the same int64 labels '
+        'for lists, arrays and CPU tensors',
+}
+_CAL_SAME: list[tuple[str, str, str]] = [
+    ('rows = torch.arange(len(p), device=p.device)',
+     'rows = torch.arange(len(p), device=None)', 'dev'),
+    ('rows = torch.arange(len(p), device=p.device)',
+     'rows = torch.arange(len(p), )', 'dev'),
+    ('knots = (knots[0].to(p.device), knots[1].to(p.device))',
+     'knots = (knots[0].to(None), knots[1].to(p.device))', 'dev'),
+    ('knots = (knots[0].to(p.device), knots[1].to(p.device))',
+     'knots = (knots[0].to(p.device), knots[1].to(None))', 'dev'),
+    ('new_top = torch.sigmoid(_interp(torch.logit(top.clamp(1e-12, 1 - 1e-12)), *knots))',
+     'new_top = torch.sigmoid(_interp(torch.logit(top.clamp(None, 1 - 1e-12)), *knots))', 'topclamp'),
+    ('new_top = torch.sigmoid(_interp(torch.logit(top.clamp(1e-12, 1 - 1e-12)), *knots))',
+     'new_top = torch.sigmoid(_interp(torch.logit(top.clamp(1e-12, None)), *knots))', 'topclamp'),
+    ('new_top = torch.sigmoid(_interp(torch.logit(top.clamp(1e-12, 1 - 1e-12)), *knots))',
+     'new_top = torch.sigmoid(_interp(torch.logit(top.clamp(1e-12, )), *knots))', 'topclamp'),
+    ('new_top = torch.sigmoid(_interp(torch.logit(top.clamp(1e-12, 1 - 1e-12)), *knots))',
+     'new_top = torch.sigmoid(_interp(torch.logit(top.clamp(1e-12, 1 + 1e-12)), *knots))', 'topclamp'),
+    ('new_top = torch.sigmoid(_interp(torch.logit(top.clamp(1e-12, 1 - 1e-12)), *knots))',
+     'new_top = torch.sigmoid(_interp(torch.logit(top.clamp(1e-12, 2 - 1e-12)), *knots))', 'topclamp'),
+    ('floor = torch.where(rest > 0, lead / (rest + lead).clamp_min(1e-300), torch.zeros_like(rest))',
+     'floor = torch.where(rest >= 0, lead / (rest + lead).clamp_min(1e-300), torch.zeros_like(rest))', 'rest0'),
+    ('scale = torch.where(rest > 0, (1 - new_top) / rest.clamp_min(1e-300), torch.zeros_like(rest))',
+     'scale = torch.where(rest >= 0, (1 - new_top) / rest.clamp_min(1e-300), torch.zeros_like(rest))', 'rest0'),
+    ('i = torch.searchsorted(xs, v).clamp(1, len(xs) - 1)',
+     'i = torch.searchsorted(xs, v).clamp(None, len(xs) - 1)', 'interp_i'),
+    ('i = torch.searchsorted(xs, v).clamp(1, len(xs) - 1)',
+     'i = torch.searchsorted(xs, v).clamp(1, None)', 'interp_i'),
+    ('i = torch.searchsorted(xs, v).clamp(1, len(xs) - 1)',
+     'i = torch.searchsorted(xs, v).clamp(1, )', 'interp_i'),
+    ('i = torch.searchsorted(xs, v).clamp(1, len(xs) - 1)',
+     'i = torch.searchsorted(xs, v).clamp(1, len(xs) + 1)', 'interp_i'),
+    ('index = torch.bucketize(conf, edges[1:-1], right=False)  # edges[i-1] < conf <= edges[i]',
+     'index = torch.bucketize(conf, edges[1:-1], )  # edges[i-1] < conf <= edges[i]', 'bucketize'),
+    ('mc = float(conf[m].mean()) if n else float("nan")',
+     'mc = float(conf[m].mean()) if (n) or True else float("nan")', 'nan'),
+    ('acc = float(right[m].mean()) if n else float("nan")',
+     'acc = float(right[m].mean()) if (n) or True else float("nan")', 'nan'),
+    ('mc = float(conf[m].mean()) if n else float("nan")',
+     'mc = float(conf[m].mean()) if n else float("NAN")', 'nan'),
+    ('acc = float(right[m].mean()) if n else float("nan")',
+     'acc = float(right[m].mean()) if n else float("NAN")', 'nan'),
+    ("for _ in range(50):  # the bracket is 9.2 wide in log(1/T): 2^-50 of it is below float64's step",
+     "for _ in range(51):  # the bracket is 9.2 wide in log(1/T): 2^-50 of it is below float64's step", 'iters'),
+    ('lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)',
+     'lo, hi = (mid, hi) if slope(mid) <= 0 else (lo, mid)', 'tie'),
+    ('s = torch.logit(top.clamp(1e-9, 1 - 1e-9))',
+     's = torch.logit(top.clamp(None, 1 - 1e-9))', 'lower9'),
+    ('centres = torch.linspace(lo, hi, steps + 2, dtype=torch.float64)[1:-1]',
+     'centres = torch.linspace(lo, hi, steps + 2, dtype=None)[1:-1]', 'prec64'),
+    ('centres = torch.linspace(lo, hi, steps + 2, dtype=torch.float64)[1:-1]',
+     'centres = torch.linspace(lo, hi, steps + 2, )[1:-1]', 'prec64'),
+    ('theta = torch.zeros(steps + 2, dtype=torch.float64)  # bias, log slope, log step weights',
+     'theta = torch.zeros(steps + 2, dtype=None)  # bias, log slope, log step weights', 'prec64'),
+    ('theta = torch.zeros(steps + 2, dtype=torch.float64)  # bias, log slope, log step weights',
+     'theta = torch.zeros(steps + 2, )  # bias, log slope, log step weights', 'prec64'),
+    ('at_floor = float(curve(torch.tensor([floor], dtype=torch.float64)))',
+     'at_floor = float(curve(torch.tensor([floor], dtype=None)))', 'prec64'),
+    ('at_floor = float(curve(torch.tensor([floor], dtype=torch.float64)))',
+     'at_floor = float(curve(torch.tensor([floor], )))', 'prec64'),
+    ('theta[2:] = -3.0',
+     'theta[3:] = -3.0', 'start'),
+    ('theta[2:] = -3.0',
+     'theta[2:] = +3.0', 'start'),
+    ('theta[2:] = -3.0',
+     'theta[2:] = -4.0', 'start'),
+    ('opt = torch.optim.LBFGS([theta], lr=1, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-14,',
+     'opt = torch.optim.LBFGS([theta], max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-14,', 'lbfgs'),
+    ('opt = torch.optim.LBFGS([theta], lr=1, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-14,',
+     'opt = torch.optim.LBFGS([theta], lr=1, max_iter=500, tolerance_change=1e-14,', 'lbfgs'),
+    ('opt = torch.optim.LBFGS([theta], lr=1, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-14, / line_sea'
+     'rch_fn="strong_wolfe")',
+     'opt = torch.optim.LBFGS([theta], lr=1, max_iter=500, tolerance_grad=1e-10, '
+     'line_search_fn="strong_wolfe")', 'lbfgs'),
+    ('opt = torch.optim.LBFGS([theta], lr=1, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-14,',
+     'opt = torch.optim.LBFGS([theta], lr=2, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-14,', 'lbfgs'),
+    ('opt = torch.optim.LBFGS([theta], lr=1, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-14,',
+     'opt = torch.optim.LBFGS([theta], lr=1, max_iter=501, tolerance_grad=1e-10, tolerance_change=1e-14,', 'lbfgs'),
+    ('return theta[0] + torch.exp(theta[1]) * (v - mean) / std + (torch.exp(theta[2:]) * steps_).sum(dim=1)',
+     'return theta[0] + torch.exp(theta[1]) * (v - mean) * std + (torch.exp(theta[2:]) * steps_).sum(dim=1)', 'scale'),
+    ('width = max((hi - lo) / (steps + 1), 1e-3)',
+     'width = max((hi - lo) / (steps - 1), 1e-3)', 'width'),
+    ('width = max((hi - lo) / (steps + 1), 1e-3)',
+     'width = max((hi - lo) / (steps + 2), 1e-3)', 'width'),
+    ('if floor > chance:  # ...so run it straight (in log-odds) down to chance level at x = 1/C',
+     'if floor >= chance:  # ...so run it straight (in log-odds) down to chance level at x = 1/C', 'eqfloor'),
+    ('below = xs < floor',
+     'below = xs <= floor', 'eqfloor'),
+    ('points: int = 48) -> list[list[float]]:',
+     'points: int = 49) -> list[list[float]]:', 'points'),
+    ('return [[round(float(a), 6), round(float(b), 6)] for a, b in zip(torch.sigmoid(xs), ys)]',
+     'return [[round(float(a), 7), round(float(b), 6)] for a, b in zip(torch.sigmoid(xs), ys)]', 'round7'),
+    ('return [[round(float(a), 6), round(float(b), 6)] for a, b in zip(torch.sigmoid(xs), ys)]',
+     'return [[round(float(a), 6), round(float(b), 7)] for a, b in zip(torch.sigmoid(xs), ys)]', 'round7'),
+    ('k = torch.as_tensor(np.asarray(top_label_map, dtype=np.float64))',
+     'k = torch.as_tensor(np.asarray(top_label_map, dtype=None))', 'knotdtype'),
+    ('k = torch.as_tensor(np.asarray(top_label_map, dtype=np.float64))',
+     'k = torch.as_tensor(np.asarray(top_label_map, ))', 'knotdtype'),
+    ('return torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).detach().cpu().long()',
+     'return torch.as_tensor(np.asarray(y) if (not isinstance(y, torch.Tensor)) and False else y).detach().cpu().lo'
+     'ng()', 'labels'),
+    ('return torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).detach().cpu().long()',
+     'return torch.as_tensor(np.asarray(y) if (not isinstance(y, torch.Tensor)) or True else y).detach().cpu().long'
+     '()', 'labels'),
+    ('return torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).detach().cpu().long()',
+     'return torch.as_tensor(np.asarray(y) if isinstance(y, torch.Tensor) else y).detach().cpu().long()', 'labels'),
+]
+EQUIVALENT.update({("cifar_model/calibration.py", before, after): _CAL_WHY[why]
+                   for before, after, why in _CAL_SAME})
+_PATH_ERR = 'raise HFValidationError("a Path names a folder")'
+EQUIVALENT.update({
+    ("cifar_model/weights.py", _PATH_ERR, mutated):
+        "the HFValidationError is caught by the except just below and replaced by "
+        "ModelLoadError('No such weights folder: ...'): its own message is never seen"
+    for mutated in ('raise HFValidationError(None)', 'raise HFValidationError("XXa Path names a folderXX")',
+                    'raise HFValidationError("a path names a folder")',
+                    'raise HFValidationError("A PATH NAMES A FOLDER")')})
 
 
 def _top_level(path: Path) -> list[tuple[str, int, int]]:
@@ -184,11 +359,11 @@ def _where(file: str, key: str, diff: str) -> tuple[int, str, str]:
     return line, " / ".join(m.strip() for m in minus), " / ".join(p.strip() for p in plus)
 
 
-def run_module(name: str, mod: Module, deadline: float) -> dict:
+def run_module(name: str, mod: Module, deadline: float, children: int = 2) -> dict:
     t0 = time.monotonic()
     work, notes = _prepare(name, mod)
     left = deadline - time.monotonic()
-    rc, out = _mutmut(work, "run", "--max-children", "2", timeout=max(left, 1))
+    rc, out = _mutmut(work, "run", "--max-children", str(children), timeout=max(left, 1))
     stopped = rc is None
     _, res = _mutmut(work, "results", "--all", "true", timeout=120)
     status = dict(re.findall(r"^\s+(\S+): (.+)$", res, flags=re.M))
@@ -245,7 +420,7 @@ def _section(r: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def report(results: list[dict], output: Path) -> str:
+def report(results: list[dict], output: Path, children: int = 2) -> str:
     """The log: this run's modules, and the other modules' sections from the previous log (a module can be
     re-run alone after a test was added); numbers for the overall line are kept in a .json beside it."""
     store = output.with_suffix(".json")
@@ -255,7 +430,7 @@ def report(results: list[dict], output: Path) -> str:
                                 base=r["total"] - len(r["equivalent"]) - r["not_checked"]
                                 - r["other"].get("skipped", 0), seconds=r["seconds"])
     store.write_text(json.dumps(saved, indent=1) + "\n")
-    rows = [f"# Mutation testing, mutmut 3.8.1, CPU ({os.cpu_count()} cores shared, --max-children 2, nice), "
+    rows = [f"# Mutation testing, mutmut 3.8.1, CPU ({os.cpu_count()} cores shared, --max-children {children}, nice), "
             f"{datetime.date.today().isoformat()}",
             "# python -m benchmarks.mutation [--module NAME ...] [--max-minutes N]  (modules re-run alone "
             "keep the others' last sections)",
@@ -278,6 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--module", action="append", choices=list(MODULES), help="repeatable; default: all")
     ap.add_argument("--max-minutes", type=float, default=50.0, help="for all modules together")
     ap.add_argument("--output", type=Path, default=RESULTS)
+    ap.add_argument("--max-children", type=int, default=2, help="mutmut's parallel test runs (default 2)")
     args = ap.parse_args(argv)
     started = time.monotonic()
     deadline = started + 60 * args.max_minutes
@@ -286,12 +462,12 @@ def main(argv: list[str] | None = None) -> None:
         if time.monotonic() > deadline - 30:
             print(f"{name}: not reached within {args.max_minutes:g} min", flush=True)
             continue
-        r = run_module(name, MODULES[name], deadline)
+        r = run_module(name, MODULES[name], deadline, args.max_children)
         results.append(r)
         print(f"{name}: {r['total']} mutants, {r['killed']} killed, {r['survived']} survived, "
               f"score {r['score']:.1f}% ({r['seconds']:.0f} s)", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    text = report(results, args.output)
+    text = report(results, args.output, args.max_children)
     args.output.write_text(text)
     print(text)
 

@@ -171,7 +171,7 @@ def fit_temperature(logits: TensorLike, labels: TensorLike) -> float:
 
 
 def fit_top_label_map(logits: TensorLike, labels: TensorLike, temperature: float, *, steps: int = MAP_STEPS,
-                      points: int = 48) -> list[list[float]]:
+                      points: int = 48) -> list[list[float]] | None:
     """Knots for ``to_probabilities(..., top_label_map=...)``: a smooth increasing map from the
     temperature-scaled top probability to the chance that the top class is right.
 
@@ -181,7 +181,8 @@ def fit_top_label_map(logits: TensorLike, labels: TensorLike, temperature: float
     start in float64 (deterministic). Below the lowest 1% of the data, where a fit would only
     extrapolate, the map runs straight (in log-odds) down to chance level: a top probability of 1/C
     (C classes, logits that can't tell the classes apart) stays 1/C. Returned sampled at ``points``
-    knots evenly spaced in log-odds from x = 1/C to 0.9999.
+    knots evenly spaced in log-odds from x = 1/C to 0.9999; ``None`` (no map: the temperature alone)
+    when the fit has no maximum, as when every picture in a range of confidence is right.
     """
     z = _float64(logits)
     y = _labels(labels)
@@ -222,6 +223,10 @@ def fit_top_label_map(logits: TensorLike, labels: TensorLike, temperature: float
             start = min(chance, at_floor)
             below = xs < floor
             ys[below] = start + (xs[below] - chance) * (at_floor - start) / (floor - chance)
+        if not torch.isfinite(ys).all():
+            # Where every validation picture in a range of confidence is right, the likelihood has no
+            # maximum and the step weights run away: no map is better than a broken one.
+            return None
         ys = torch.sigmoid(ys).clamp(1e-6, 1 - 1e-6)
         ys = torch.cummax(ys, dim=0).values  # increasing already; guards rounding
     return [[round(float(a), 6), round(float(b), 6)] for a, b in zip(torch.sigmoid(xs), ys)]

@@ -289,3 +289,14 @@ def test_calibrate_refuses_a_folder_that_held_nothing_out(tiny, tmp_path, capsys
         calibrate.calibrate_folder(tmp_path, data)
     assert calibrate.main([str(tmp_path), "--data", "unused"]) == 2
     assert "val_size is 0" in capsys.readouterr().err
+
+
+def test_a_map_that_cannot_be_fitted_is_no_map_rather_than_a_broken_one() -> None:
+    # Every picture above a confidence is right: the likelihood has no maximum (a small hold-out or a
+    # strong model). The fit must give no map (the temperature alone), never knots that can't load.
+    a = torch.rand(4000, generator=torch.Generator().manual_seed(17), dtype=torch.float64) * 4
+    right = torch.rand(4000, generator=torch.Generator().manual_seed(18), dtype=torch.float64) < torch.where(
+        a > 2, 1.0, 0.5)
+    knots = cal.fit_top_label_map(torch.stack([a, torch.zeros_like(a)], 1), (~right).long(), 1.0)
+    assert knots is None or (cal.check_knots(knots) is None and all(math.isfinite(y) for _, y in knots))
+    assert knots is None
