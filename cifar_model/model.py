@@ -22,7 +22,8 @@ CLASSES: tuple[str, ...] = (
 CIFAR_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 IMAGE_SIZE = 32
-# Where the code lives: the Hub's card links to it (the mixin's ``repo_url``).
+# Where the code is to be published: the Hub's card links to it (the mixin's ``repo_url``). Nothing has
+# been pushed there yet; whoever publishes a fork sets their own address here before pushing weights.
 REPO_URL = "https://github.com/cifar10-demo/cifar10-seed-cnn"
 
 
