@@ -62,3 +62,14 @@ def served(classifier):
     demo = app.build_demo(classifier)
     with serve(demo) as url:
         yield demo, url
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module of small computations (two threads contend with the rest)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,13 +20,8 @@ from train.data import Cifar
 from train.recipe import split_train_val
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The fits here are small: one thread is faster than two that contend with the rest of the suite."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The fits here are small: one thread is faster than two that contend with the rest of the suite.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _gen(seed: int = 0) -> torch.Generator:
