@@ -195,6 +195,19 @@ def test_fit_top_label_map_follows_a_straight_reliability_curve() -> None:
     assert knots[-1][0] == pytest.approx(0.9999)
 
 
+
+def test_a_steep_fit_still_gives_knots_a_config_can_hold() -> None:
+    # Right with probability sigmoid(6 (a - 1.5)): steep enough that the map's log-odds at 0.9999 are far
+    # past 14, where sigmoid rounds to 1.0 at 6 decimals. The knots must stay a loadable map (y < 1).
+    g = _gen(13)
+    a = torch.rand(20_000, generator=g, dtype=torch.float64) * 3
+    logits, labels = _two_class(a, torch.sigmoid(6 * (a - 1.5)), seed=14)
+    knots = cal.fit_top_label_map(logits, labels, 1.0)
+    cal.check_knots(knots)
+    assert knots[-1][1] == 0.999999
+    assert _map(knots, float(torch.sigmoid(torch.tensor(2.0)))) == pytest.approx(float(torch.sigmoid(torch.tensor(3.0))),
+                                                                                abs=0.03)
+
 # --- quality and the reliability table ----------------------------------------------------------------
 
 

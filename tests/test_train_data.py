@@ -82,11 +82,36 @@ def test_member_over_the_size_limit_is_skipped_unread(tmp_path: Path, reads: lis
     _assert_aligned(cifar.test_images, cifar.test_labels)
 
 
+
+def test_a_member_exactly_at_the_size_limit_is_read_and_kept(tmp_path: Path, reads: list[str], monkeypatch) -> None:
+    files = _pictures()
+    edge = _jpeg(_grey(3)) + bytes(100)  # decodes like the picture alone
+    files["cifar/test/cat/0_edge.jpg"] = edge
+    monkeypatch.setattr(datasets, "MAX_MEMBER_BYTES", len(edge))
+    cifar = datasets.load(str(_tar(tmp_path / "edge.tar", files)), tmp_path / "cache", workers=1)
+    assert "cifar/test/cat/0_edge.jpg" in reads
+    assert (len(cifar.test_images), cifar.skipped) == (11, 0)
+    _assert_aligned(cifar.test_images, cifar.test_labels)
+
+
+def test_oversized_pictures_count_against_their_own_split(tmp_path: Path, monkeypatch) -> None:
+    # Two of the 12 test candidates are over the limit: more than the 10% allowed here, and said so for
+    # the test split, with both counted. The train split has none over the limit and loads alone.
+    files = _pictures()
+    for name in ("cifar/test/cat/0_big.jpg", "cifar/test/dog/0_big.jpg"):
+        files[name] = _jpeg(_grey(3)) + bytes(datasets.MAX_MEMBER_BYTES)
+    monkeypatch.setattr(datasets, "MAX_SKIPPED_SHARE", 0.1)
+    archive = _tar(tmp_path / "big.tar", files)
+    with pytest.raises(SystemExit, match=r"^--data: 2 of the 12 test pictures are damaged"):
+        datasets.load(str(archive), tmp_path / "cache", workers=1)
+    assert datasets._read_split(archive, "train")[1] == 0
+
 def test_total_size_limit_stops_the_load_before_any_read(tmp_path: Path, reads: list[str], monkeypatch) -> None:
     archive = _tar(tmp_path / "many.tar", _pictures())
     total = sum(map(len, _pictures().values()))
     monkeypatch.setattr(datasets, "MAX_TOTAL_BYTES", total - 1)
-    with pytest.raises(SystemExit, match=r"many\.tar .*MAX_TOTAL_BYTES"):
+    with pytest.raises(SystemExit, match=r"many\.tar holds more than [\d,]+ bytes of pictures \(MAX_TOTAL_BYTES\); "
+                                          r"this is not a CIFAR-10 archive$"):
         datasets.load(str(archive), tmp_path / "c1", workers=1)
     assert reads == []
     monkeypatch.setattr(datasets, "MAX_TOTAL_BYTES", total)  # exactly at the limit is allowed
@@ -96,7 +121,8 @@ def test_total_size_limit_stops_the_load_before_any_read(tmp_path: Path, reads: 
 def test_member_count_limit_stops_the_load_before_any_read(tmp_path: Path, reads: list[str], monkeypatch) -> None:
     archive = _tar(tmp_path / "crowded.tar", _pictures(), (_special("cifar/README", tarfile.DIRTYPE),))
     monkeypatch.setattr(datasets, "MAX_MEMBERS", 20)  # 21 members: every kind counts, not just pictures
-    with pytest.raises(SystemExit, match=r"crowded\.tar has more than 20 members"):
+    with pytest.raises(SystemExit, match=r"crowded\.tar has more than 20 members \(MAX_MEMBERS\); "
+                                          r"this is not a CIFAR-10 archive$"):
         datasets.load(str(archive), tmp_path / "c1", workers=1)
     assert reads == []
     monkeypatch.setattr(datasets, "MAX_MEMBERS", 21)
