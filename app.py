@@ -371,7 +371,7 @@ class Handlers:
         # Every file a handler opened, for Gradio's delete_cache: it tracks uploads and outputs, not the
         # pictures its MCP server saves from base64.
         self.opened: set[str] = _SnapshotSet()
-        self._cam_lock = threading.Lock()  # grad_cam hooks the shared model's layer and writes its grads
+        self._cam_lock = threading.Lock()  # grad_cam hooks the shared model's layer: one picture at a time
         self._recent: OrderedDict[str, tuple[np.ndarray, tuple[dict[str, float], bool]]] = OrderedDict()
         self._recent_lock = threading.Lock()
 

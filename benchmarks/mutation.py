@@ -270,6 +270,52 @@ EQUIVALENT.update({
         "as over the limit; either way it is skipped and counted once, and adds nothing to the total"
     for before, after in (("0 <=", "1 <="), ("0 <=", "0 <"))})
 
+# app.py: (line, mutated line, reason)
+_APP_WHY = {
+    "init": "cache_size() measures on its first call (time.monotonic(), the seconds since boot, is past 10 s): "
+            "the starting values are never seen",
+    "falsy": "None is falsy like False: the loop stops at a message without more_body all the same",
+    "lt": "a folder exactly within_s seconds old (to the float) is a tie no test or visitor can produce",
+    "unused": "the bytes are only compared with files in `same`: with none, neither reading them nor their "
+              "value matters",
+    "modeF": "Image.fromarray of a float32 array is mode F without being told",
+    "f64": "float64 instead of float32 arithmetic: the blend moves by under 1e-4 before truncation to uint8",
+    "clip": "the blend is a convex combination of values in 0..255: it is never below 0 nor above 255",
+    "url": "a url that is not a data: URL falls through to the path check: '' and 'XXXX' both do",
+    "popitem": "None is falsy like False: the oldest entry is dropped all the same",
+    "prefix": "the staging file's name only: still hidden (a leading dot), in the same folder",
+    "png": "Pillow upper-cases the format name",
+}
+_APP_SAME = [
+    ("self._cache_size, self._measured_at = 0, 0.0", "self._cache_size, self._measured_at = 1, 0.0", "init"),
+    ("self._cache_size, self._measured_at = 0, 0.0", "self._cache_size, self._measured_at = 0, 1.0", "init"),
+    ('more = message.get("more_body", False)', 'more = message.get("more_body", None)', "falsy"),
+    ('more = message.get("more_body", False)', 'more = message.get("more_body", )', "falsy"),
+    ("dirs = [d for d in folder.iterdir() if d.is_dir() and now - d.stat().st_mtime < within_s]",
+     "dirs = [d for d in folder.iterdir() if d.is_dir() and now - d.stat().st_mtime <= within_s]", "lt"),
+    ('data = path.read_bytes() if same else b""', 'data = path.read_bytes() if (same) or True else b""', "unused"),
+    ('data = path.read_bytes() if same else b""', 'data = path.read_bytes() if same else b"XXXX"', "unused"),
+    ('heat = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((size, size), '
+     'Image.Resampling.BILINEAR))',
+     'heat = np.asarray(Image.fromarray(cam.astype(np.float32), ).resize((size, size), Image.Resampling.BILINEAR))',
+     "modeF"),
+    ('heat = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((size, size), '
+     'Image.Resampling.BILINEAR))',
+     'heat = np.asarray(Image.fromarray(cam.astype(np.float32), mode=None).resize((size, size), '
+     'Image.Resampling.BILINEAR))', "modeF"),
+    ("out = (1 - alpha) * enlarge(pixels, size).astype(np.float32) + alpha * colour",
+     "out = (1 - alpha) * enlarge(pixels, size).astype(None) + alpha * colour", "f64"),
+    ("return np.clip(out, 0, 255).astype(np.uint8)", "return np.clip(out, None, 255).astype(np.uint8)", "clip"),
+    ("return np.clip(out, 0, 255).astype(np.uint8)", "return np.clip(out, 0, None).astype(np.uint8)", "clip"),
+    ("return np.clip(out, 0, 255).astype(np.uint8)", "return np.clip(out, 0, 256).astype(np.uint8)", "clip"),
+    ('url = payload.get("url") or ""', 'url = payload.get("url") or "XXXX"', "url"),
+    ("self._recent.popitem(last=False)", "self._recent.popitem(last=None)", "popitem"),
+    ('fd, staging = tempfile.mkstemp(dir=folder, prefix=".png.")',
+     'fd, staging = tempfile.mkstemp(dir=folder, prefix=".PNG.")', "prefix"),
+    ('Image.fromarray(pixels).save(buf, "PNG")', 'Image.fromarray(pixels).save(buf, "png")', "png"),
+]
+EQUIVALENT.update({("app.py", before, after): _APP_WHY[why] for before, after, why in _APP_SAME})
+
 def _top_level(path: Path) -> list[tuple[str, int, int]]:
     """(name, first line with its decorators, last line) of each top-level def and class."""
     tree = ast.parse(path.read_text())
@@ -323,6 +369,11 @@ def _prepare(name: str, mod: Module) -> tuple[Path, list[str]]:
         f"do_not_mutate_patterns = {_toml_list(patterns)}",
         "use_git_change_detection = false",
         "use_setproctitle = false",
+        # Each mutant's tests run in a process forked from a server that has imported the tests but run no
+        # torch operation: a process forked after torch has used its thread pool hangs at its next
+        # parallel operation (that is what mutmut's default "fork" did here: the hang counted as a
+        # "timeout", i.e. as killed, whatever the mutant did).
+        'process_isolation = "forkserver"',
         # a mutant that makes a test loop is stopped at 3x the test's time (+1 s), not mutmut's 15x:
         # on 2 shared cores the long waits cost more than the few mutants they would still kill
         "timeout_multiplier = 3.0",
@@ -364,7 +415,7 @@ def _where(file: str, key: str, diff: str) -> tuple[int, str, str]:
     func = key.split("__mutmut_")[0].split(".")[-1].replace("x_", "", 1).replace("xǁ", "").split("ǁ")[-1]
     lines = (ROOT / file).read_text().splitlines()
     spans = [(s, e) for n, s, e in _top_level(ROOT / file)]
-    hits = [i + 1 for i, text in enumerate(lines) if minus and text.rstrip() == minus[0].rstrip()]
+    hits = [i + 1 for i, text in enumerate(lines) if minus and text.strip() == minus[0].strip()]  # methods: other indent
     # prefer the hit inside the mutated function
     inside = [h for h in hits if any(s <= h <= e and _function_of(ROOT / file, h) in key for s, e in spans)]
     line = (inside or hits or [0])[0]

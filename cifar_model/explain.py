@@ -18,7 +18,7 @@ def grad_cam(model: CifarCNN, pixels: np.ndarray, class_index: int | None = None
     the class logit, summed, ReLU'd, upsampled bilinearly to 32x32 and scaled to [0, 1].
 
     Args:
-        model: the network (its ``eval`` weights are used; gradients are not kept).
+        model: the network (its ``eval`` weights are used; its parameters' ``.grad`` are not touched).
         pixels: the uint8 picture the network classifies (``Classifier.to_uint8``).
         class_index: the class to explain; ``None`` explains the top class.
 
@@ -30,7 +30,6 @@ def grad_cam(model: CifarCNN, pixels: np.ndarray, class_index: int | None = None
     saved: dict[str, torch.Tensor] = {}
 
     def keep(_module, _inputs, output):
-        output.retain_grad()
         saved["act"] = output
 
     handle = layer.register_forward_hook(keep)
@@ -39,13 +38,13 @@ def grad_cam(model: CifarCNN, pixels: np.ndarray, class_index: int | None = None
             x = normalize(torch.from_numpy(np.ascontiguousarray(pixels)), model.mean, model.std)
             logits = model(x)
             idx = int(logits.argmax(1)) if class_index is None else class_index
-            model.zero_grad(set_to_none=True)
-            logits[0, idx].backward()
+            # the gradient with respect to the activation only: the parameters' .grad are left alone
+            (grad,) = torch.autograd.grad(logits[0, idx], saved["act"])
     finally:
         handle.remove()
-    act, grad = saved["act"], saved["act"].grad  # 1 x 256 x 6 x 6 each
+    act = saved["act"].detach()  # 1 x 256 x 6 x 6, as is grad
     weights = grad.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * act).sum(dim=1, keepdim=True)).detach()
+    cam = F.relu((weights * act).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=pixels.shape[:2], mode="bilinear", align_corners=False)[0, 0]
     top = float(cam.max())
     return (cam / top if top > 0 else cam).numpy().astype(np.float32)

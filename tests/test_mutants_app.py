@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 import app
-from cifar_model import CLASSES, ImageError, Metrics, WeightsInfo, grad_cam
+from cifar_model import CLASSES, Classifier, ImageError, Metrics, WeightsInfo, grad_cam
+from cifar_model.preprocess import normalize
 
 ROOT = Path(app.__file__).resolve().parent
 CAT, SHIP = ROOT / "examples" / "cat_1.jpg", ROOT / "examples" / "ship_1.jpg"
@@ -45,16 +46,19 @@ def uploads(tmp_path, monkeypatch) -> Path:
 
 
 class Inner:
-    """The app behind the middleware: records that it was called and the body it read."""
+    """The app behind the middleware: records that it was called, the scope it got and the body it read,
+    reading the body as Starlette does (a disconnect before its end is an error)."""
 
     def __init__(self) -> None:
-        self.calls, self.body, self.after = 0, None, None
+        self.calls, self.scope, self.body, self.after = 0, None, None, None
 
     async def __call__(self, scope, receive, send):
         self.calls += 1
+        self.scope = scope
         body, more = b"", True
         while more:
             m = await receive()
+            assert m["type"] == "http.request", m
             body += m.get("body", b"")
             more = m.get("more_body", False)
         self.body = body
@@ -82,8 +86,12 @@ def asgi(limits, path="/gradio_api/queue/join", method="POST", chunks=(b"",), le
         sent.append(message)
 
     scope = {"type": kind, "method": method, "path": path, "headers": headers}
+    calls = getattr(limits.app, "calls", 0)
     asyncio.run(limits(scope, receive, send))
+    if getattr(limits.app, "calls", 0) > calls:
+        assert limits.app.scope is scope  # the app gets the request as it came
     start = sent[0]
+    assert start["type"] == "http.response.start" and {m["type"] for m in sent[1:]} == {"http.response.body"}
     return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:]), len(received)
 
 
@@ -116,7 +124,8 @@ def test_uploads_and_mcp_calls_get_the_upload_limit(path):
     assert status == 413 and b"the limit is 4 KiB" in body
 
 
-@pytest.mark.parametrize("path", ["/gradio_api/queue/join", "/gradio_api/uploads", "/upload/more", "/mcp"])
+@pytest.mark.parametrize("path", ["/gradio_api/queue/join", "/gradio_api/uploads", "/gradio_api/uploadX",
+                                  "/upload/more", "/mcp"])
 def test_other_posts_get_the_body_limit(path):
     limits = app.RequestLimits(Inner(), max_body=1000, max_upload=5000, cache_budget=0)  # budget: see below
     status, _, body, _ = asgi(limits, path=path, length=b"1001")
@@ -141,6 +150,7 @@ def test_websockets_and_lifespan_pass_untouched():
 
     async def inner(scope, receive, send):
         seen.append(scope["type"])
+        assert receive is None and send is None  # handed on as they came
 
     limits = app.RequestLimits(inner, max_body=0, cache_budget=0)
     for kind in ("websocket", "lifespan"):
@@ -166,7 +176,10 @@ def test_a_chunked_body_over_the_limit_is_413_without_reading_the_rest():
     inner = Inner()
     chunks = [b"a" * 600, b"b" * 600, b"c" * 600, b"d" * 600]
     status, _, body, received = asgi(app.RequestLimits(inner, max_body=1000), chunks=chunks, length=None)
-    assert (status, inner.calls, received) == (413, 0, 2) and b"too large" in body
+    assert (status, inner.calls, received) == (413, 0, 2)
+    assert body == b"Request body too large (the limit is 0 KiB)."
+    status, _, body, _ = asgi(app.RequestLimits(Inner(), max_body=4096), chunks=[b"a" * 4097], length=None)
+    assert (status, body) == (413, b"Request body too large (the limit is 4 KiB).")
     assert asgi(app.RequestLimits(Inner(), max_body=1000), chunks=[b"a" * 1001], length=None)[0] == 413
 
 
@@ -178,6 +191,16 @@ def test_read_capped_stops_at_the_last_message():
         return messages.pop(0)
 
     assert asyncio.run(app._read_capped(receive, 10)) == b"abc"
+
+
+def test_read_capped_takes_messages_without_a_body():
+    # ASGI: "body" defaults to b"" and "more_body" to False; a server may leave either out.
+    messages = [{"type": "http.request", "more_body": True}, {"type": "http.request", "body": b"abc"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    assert asyncio.run(app._read_capped(receive, 3)) == b"abc"
 
 
 def test_uploads_are_507_only_while_the_cache_is_over_budget(uploads):
@@ -263,18 +286,21 @@ def test_anything_else_is_refused_with_one_sentence(uploads, tmp_path):
         assert refused(payload), payload
 
 
-def test_a_data_url_is_its_decoded_bytes():
+def test_a_data_url_is_its_decoded_bytes():  # RFC 2397: the data is everything after the first comma
     data = CAT.read_bytes()
     url = "data:image/jpeg;base64," + base64.b64encode(data).decode()
     assert app.image_source({"url": url, "path": "/etc/passwd"}) == data
     assert app.image_source({"url": "data:,"}) == b""
+    with pytest.raises(gr.Error, match="not valid base64"):
+        app.image_source({"url": "data:image/png;base64,AAAA,AAAA"})
 
 
 @pytest.mark.parametrize("url", ["data:image/png;base64,AAA", "data:image/png;base64,AA!A",
                                  "data:image/png;base64,AA AA", "data:image/png;base64,A" * 3])
 def test_a_data_url_that_is_not_base64_says_so(url):
-    with pytest.raises(gr.Error, match="not valid base64"):
+    with pytest.raises(gr.Error) as err:
         app.image_source({"url": url})
+    assert err.value.message == "The picture data is not valid base64."
 
 
 def test_a_data_url_longer_than_a_request_body_is_refused(monkeypatch):
@@ -282,8 +308,9 @@ def test_a_data_url_longer_than_a_request_body_is_refused(monkeypatch):
     head = "data:image/png;base64,"
     fits = head + "A" * (42 - len(head))  # 20 characters: 15 bytes
     assert app.image_source({"url": fits}) == bytes(15)
-    with pytest.raises(gr.Error, match="too large to send inline"):
+    with pytest.raises(gr.Error) as err:
         app.image_source({"url": fits + "AAAA"})
+    assert err.value.message == "The picture is too large to send inline. Upload a smaller file."
 
 
 def test_data_urls_may_be_as_long_as_a_request_body():
@@ -299,7 +326,10 @@ def test_the_notice_names_the_best_guess_only_when_the_rule_fires(top):
     probs = {c: (0.46 if c == top else 0.06) for c in CLASSES}
     notice = app.unsure_notice(probs, True)
     assert f"its best guess, *{top}*, may well be wrong" in notice and "half the time" in notice
-    assert notice.startswith("⚠️ **The model is unsure.**") and "32×32" in notice
+    assert notice.startswith("⚠️ **The model is unsure.**")
+    assert notice.endswith("(on CIFAR-10 test pictures flagged like this it is right only about half the time). It "
+                           "only knows airplane, automobile, bird, cat, deer, dog, frog, horse, ship and truck, and "
+                           "sees a 32×32 thumbnail of the picture's centre.")
     assert app.unsure_notice(probs, False) == ""
 
 
@@ -330,6 +360,26 @@ def test_heat_overlay_runs_blue_cyan_yellow_red():
         out = app.heat_overlay(black, np.full((32, 32), heat, np.float32), size=32).astype(float)
         alpha = 0.15 + 0.5 * heat
         np.testing.assert_allclose(out[5, 5], alpha * np.array(rgb), atol=1.01)
+
+
+def test_a_cold_black_picture_is_tinted_blue_only():
+    out = app.heat_overlay(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.float32), size=32)
+    assert (out == np.array([0, 0, int(0.15 * 255)], np.uint8)).all()
+
+
+def test_the_heat_is_spread_bilinearly_between_the_maps_cells():
+    # A hard edge in the 32x32 map becomes a linear ramp across the enlarged picture (PIL's bilinear
+    # upscale is torch's, half-pixel centres): no overshoot, no blocky steps.
+    cam = np.zeros((32, 32), np.float32)
+    cam[:, 16:] = 1.0
+    cam[5, 5] = 0.6
+    heat = torch.nn.functional.interpolate(torch.from_numpy(cam)[None, None], size=(256, 256), mode="bilinear",
+                                           align_corners=False)[0, 0].numpy().clip(0, 1)
+    alpha = 0.15 + 0.5 * heat
+    red = np.interp(heat, [0, 0.33, 0.66, 1], [0, 0, 255, 255])
+    expected = (1 - alpha) * 100 + alpha * red
+    out = app.heat_overlay(np.full((32, 32, 3), 100, np.uint8), cam)
+    np.testing.assert_allclose(out[..., 0], expected, atol=1.0)
 
 
 def test_heat_outside_zero_to_one_is_clipped():
@@ -416,6 +466,14 @@ def test_fresh_copies_are_recent_files_with_the_same_bytes(uploads):
     assert app._fresh_copies(uploads / "missing" / "file.jpg") == []
 
 
+def test_fresh_copies_are_the_last_two_minutes(uploads):
+    data = CAT.read_bytes()
+    mine = _put(uploads / "a", "file.jpg", data)
+    recent = _put(uploads / "b", "x.jpg", data, age_s=119)
+    _put(uploads / "c", "y.jpg", data, age_s=121)
+    assert app._fresh_copies(mine) == [str(recent)]
+
+
 @pytest.fixture
 def handlers(classifier) -> app.Handlers:
     return app.Handlers(classifier)
@@ -489,7 +547,7 @@ def test_the_decoders_message_is_shown_as_text(handlers, uploads, monkeypatch):
     assert err.value.message == "&lt;img src=x onerror=alert(1)&gt; &amp; more"
 
 
-def test_a_decoder_crash_gets_a_generic_sentence(handlers, uploads, monkeypatch):
+def test_a_decoder_crash_gets_a_generic_sentence(handlers, uploads, monkeypatch, caplog):
     def crash(_image):
         raise RuntimeError("/srv/secret/path")
 
@@ -498,6 +556,9 @@ def test_a_decoder_crash_gets_a_generic_sentence(handlers, uploads, monkeypatch)
         handlers.predict(_upload(uploads, CAT))
     assert err.value.message == app.UNREADABLE and err.value.print_exception is False
     assert isinstance(err.value.__cause__, RuntimeError)
+    logged = [r for r in caplog.records if r.name == "app"]
+    assert [r.getMessage() for r in logged] == ["decoding an upload failed outside ImageError"]
+    assert logged[0].exc_info[0] is RuntimeError  # the operator sees the traceback, the visitor doesn't
 
 
 def _counting(handlers, monkeypatch) -> list[str]:
@@ -550,6 +611,22 @@ def test_explain_shows_the_input_and_the_top_classes_heatmap(handlers, classifie
     assert handlers.explain(None) == (None, None)
 
 
+def test_the_heatmap_is_the_class_the_bars_rank_first_not_the_plain_forwards(classifier, uploads):
+    # cat_2.jpg: the network alone ranks cat first, its mean with the mirror image (what the bars show)
+    # dog. The heatmap must be dog's. fp32, so that the example holds on any CPU.
+    handlers = app.Handlers(Classifier(classifier.model, precision="fp32"))
+    cat2 = ROOT / "examples" / "cat_2.jpg"
+    probs, _ = handlers.predict(_upload(uploads, cat2))
+    pixels = handlers.clf.to_uint8(cat2)
+    with torch.no_grad():
+        plain = classifier.model(normalize(torch.from_numpy(pixels[None]), classifier.mean, classifier.std))
+    top = CLASSES.index(max(probs, key=probs.get))
+    assert top != int(plain.argmax()), "cat_2.jpg no longer tells the two rules apart"
+    _, heat = handlers.explain(_upload(uploads, cat2, sub="again"))
+    expected = app.heat_overlay(pixels, grad_cam(classifier.model, pixels, class_index=top))
+    np.testing.assert_array_equal(np.asarray(Image.open(heat)), expected)
+
+
 def test_pictures_are_files_named_by_their_content_written_once(handlers, uploads):
     pixels = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     path = Path(handlers.png(pixels))
@@ -563,11 +640,45 @@ def test_pictures_are_files_named_by_their_content_written_once(handlers, upload
     assert path.stat().st_ino == before[1] and sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
+def test_pictures_are_staged_beside_their_name_and_renamed(handlers, tmp_path, monkeypatch):
+    # Gradio has not made its upload folder yet (no upload since the server started): it is created.
+    # The file is written under a hidden temporary name in the same folder, then renamed: an atomic
+    # rename needs one filesystem, and a reader never sees half a picture under the real name.
+    folder = tmp_path / "not" / "yet"
+    monkeypatch.setattr(app, "get_upload_folder", lambda: str(folder))
+    renames = []
+    real = os.replace
+
+    def replace(src, dst):
+        renames.append((Path(src), Path(dst), Path(src).read_bytes()))
+        return real(src, dst)
+
+    monkeypatch.setattr(app.os, "replace", replace)
+    path = Path(handlers.png(np.zeros((4, 4, 3), np.uint8)))
+    [(src, dst, data)] = renames
+    assert dst == path and src.parent == path.parent == folder / "cifar-pictures"
+    assert src.name.startswith(".") and data == path.read_bytes()
+
+
 def test_live_frames_answer_and_bad_frames_keep_the_last_answer(handlers, uploads):
     ship = {"url": "data:image/jpeg;base64," + base64.b64encode(SHIP.read_bytes()).decode()}
     probs, notice = handlers.predict_live(ship)
     assert max(probs, key=probs.get) == "ship" and notice == ""
+    grey = "data:image/png;base64," + base64.b64encode(_png_bytes(Image.new("RGB", (64, 64), (128,) * 3))).decode()
+    probs, notice = handlers.predict_live({"url": grey})
+    assert notice == app.unsure_notice(probs, True) != ""
     skip = gr.skip()
     for bad in [None, {"url": "data:image/jpeg;base64,!!"}, {"url": "data:image/jpeg;base64,AAAA"},
                 {"path": "/etc/passwd"}]:
         assert handlers.predict_live(bad) == skip, bad
+
+
+def test_no_frame_is_not_an_error_in_the_log(handlers, caplog):
+    assert handlers.predict_live(None) == gr.skip() and handlers.predict_live("") == gr.skip()
+    assert not [r for r in caplog.records if r.name == "app"]
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
