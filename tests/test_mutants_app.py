@@ -469,8 +469,8 @@ def test_fresh_copies_are_recent_files_with_the_same_bytes(uploads):
 def test_fresh_copies_are_the_last_two_minutes(uploads):
     data = CAT.read_bytes()
     mine = _put(uploads / "a", "file.jpg", data)
-    recent = _put(uploads / "b", "x.jpg", data, age_s=119)
-    _put(uploads / "c", "y.jpg", data, age_s=121)
+    recent = _put(uploads / "b", "x.jpg", data, age_s=119.5)
+    _put(uploads / "c", "y.jpg", data, age_s=120.5)
     assert app._fresh_copies(mine) == [str(recent)]
 
 
