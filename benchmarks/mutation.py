@@ -95,6 +95,39 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("cifar_model/preprocess.py", _NAN, "a = np.nan_to_num(raw.astype(None), nan=0.0, posinf=0.0, neginf=0.0)"):
         "astype(None) is astype(float64): numpy's default float type",
 }
+_DRAFT = 'img.draft("RGB", (draft_size, draft_size))'
+_RGB = 'return img if img.mode == "RGB" else img.convert("RGB")'
+_RESIZE = "return img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side),"
+_ARRAY = "return np.array(center_square_resize(to_rgb(img), size), dtype=np.uint8)"
+_PRE_WHY = {
+    "draft": 'JpegImageFile.draft uses its mode only when it is "L" or "YCbCr": "RGB", None or any other '
+             "string leave the decoder's colour mode alone (same pixels for RGB, grey, CMYK JPEGs and MPO)",
+    "rgb": 'convert("RGB") of an RGB picture is a copy with the same pixels: only one more copy',
+    "fill": "Pillow clips a fill colour's components to 0..255: an alpha of 256 is 255",
+    "bicubic": "Pillow's resize turns resample=None (its default) into BICUBIC",
+    "uint8": "to_rgb always returns an RGB picture, and np.array of one is uint8 already",
+    "view": "x is always 4-D here (3-D input is unsqueezed first): a (3, 1, 1) tensor broadcasts over it "
+            "exactly as (1, 3, 1, 1) does",
+}
+_PRE_SAME = [
+    (_DRAFT, 'img.draft(None, (draft_size, draft_size))', "draft"),
+    (_DRAFT, 'img.draft("XXRGBXX", (draft_size, draft_size))', "draft"),
+    (_DRAFT, 'img.draft("rgb", (draft_size, draft_size))', "draft"),
+    (_RGB, 'return img if (img.mode == "RGB") and False else img.convert("RGB")', "rgb"),
+    (_RGB, 'return img if img.mode == "XXRGBXX" else img.convert("RGB")', "rgb"),
+    (_RGB, 'return img if img.mode == "rgb" else img.convert("RGB")', "rgb"),
+    ('background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))',
+     'background = Image.new("RGBA", rgba.size, BACKGROUND + (256,))', "fill"),
+    (_RESIZE, _RESIZE.replace("Image.Resampling.BICUBIC", "None"), "bicubic"),
+    (_RESIZE, _RESIZE.replace("Image.Resampling.BICUBIC, ", ""), "bicubic"),
+    (_ARRAY, _ARRAY.replace("dtype=np.uint8", "dtype=None"), "uint8"),
+    (_ARRAY, _ARRAY.replace("dtype=np.uint8", ""), "uint8"),
+    ("m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)",
+     "m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(3, 1, 1)", "view"),
+    ("s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)",
+     "s = torch.tensor(std, device=x.device, dtype=x.dtype).view(3, 1, 1)", "view"),
+]
+EQUIVALENT.update({("cifar_model/preprocess.py", before, after): _PRE_WHY[why] for before, after, why in _PRE_SAME})
 
 # calibration: reasons, then (line, mutated line, reason) as `python -m benchmarks.mutation` lists them
 _CAL_WHY = {

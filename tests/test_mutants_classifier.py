@@ -22,6 +22,7 @@ from cifar_model import classifier as clf_mod
 from cifar_model import preprocess, weights
 from cifar_model.calibration import to_probabilities
 from cifar_model.weights import WeightsInfo
+from test_model import randomize_batch_norm
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.timeout(60)]
 
@@ -47,17 +48,6 @@ def _random_pixels(n: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=_gen(seed))
 
 
-def _randomize_batch_norm(model: nn.Module, seed: int) -> None:
-    g = _gen(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 2 + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
 def _eval_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A plain eval-mode forward of a copy (the model given is left as it is)."""
     with torch.no_grad():
@@ -71,7 +61,7 @@ def tiny() -> nn.Module:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
                         nn.Flatten(), nn.Linear(4 * 32 * 32, 5))
-    _randomize_batch_norm(net, 1)
+    randomize_batch_norm(net, 1)
     return net.eval()
 
 
@@ -182,7 +172,7 @@ def random_model() -> CifarCNN:
     """A random CifarCNN with non-trivial BatchNorm statistics and parameters, in train mode."""
     torch.manual_seed(20)
     model = CifarCNN(mean=MEAN, std=STD)
-    _randomize_batch_norm(model, 21)
+    randomize_batch_norm(model, 21)
     return model.train()
 
 
