@@ -391,6 +391,26 @@ _CLS_SAME = [
      'cam = F.interpolate(cam, size=pixels.shape[:2], mode="bilinear", )[0, 0]', "corners"),
 ]
 EQUIVALENT.update({(f, before, after): _CLS_WHY[why] for f, before, after, why in _CLS_SAME})
+_WORKERS = "workers = workers or os.cpu_count() or 1"
+_MAP = "images = list(pool.map(_decode_one, blobs, chunksize=512))"
+_LABELS = ("return np.stack([images[i] for i in kept]), np.asarray([labels[i] for i in kept], dtype=np.int64), "
+           "skipped")
+_PARALLEL = ("how many processes decode, and in what chunks: the same pictures come back in the same order "
+             "(test_worker_processes_decode_the_same_pictures); only the time differs")
+EQUIVALENT.update({("train/data.py", before, after): why for before, after, why in [
+    (_WORKERS, "workers = workers or os.cpu_count() and 1", _PARALLEL),
+    (_WORKERS, "workers = workers and os.cpu_count() or 1", _PARALLEL),
+    (_WORKERS, "workers = workers or os.cpu_count() or 2", _PARALLEL),
+    ("if workers > 1:", "if workers >= 1:", _PARALLEL),
+    ("if workers > 1:", "if workers > 2:", _PARALLEL),
+    ("with ProcessPoolExecutor(workers) as pool:", "with ProcessPoolExecutor(None) as pool:", _PARALLEL),
+    (_MAP, _MAP.replace("chunksize=512", ""), _PARALLEL),
+    (_MAP, _MAP.replace("512", "513"), _PARALLEL),
+    (_LABELS, _LABELS.replace("dtype=np.int64", "dtype=None"),
+     "np.asarray of Python ints is int64 already (numpy 2, every platform)"),
+    (_LABELS, _LABELS.replace("dtype=np.int64", ""),
+     "np.asarray of Python ints is int64 already (numpy 2, every platform)"),
+]})
 
 def _top_level(path: Path) -> list[tuple[str, int, int]]:
     """(name, first line with its decorators, last line) of each top-level def and class."""

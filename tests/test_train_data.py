@@ -227,3 +227,73 @@ def test_damaged_archive_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "cut.tar.gz").write_bytes(gzip.compress(good.read_bytes())[:-2000])
     with pytest.raises(SystemExit, match=r"cut\.tar\.gz is not a readable tar archive"):
         datasets.load(str(tmp_path / "cut.tar.gz"), tmp_path / "cache", workers=1)
+
+
+def _tree(root: Path, files: dict[str, bytes]) -> Path:
+    for name, blob in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(blob)
+    return root
+
+
+@pytest.mark.parametrize("rel, where", [
+    ("train/cat/1.jpg", ("train", 3)),
+    ("./cifar/test/dog/2.PNG", ("test", 5)),
+    ("a/b/test/truck/x.webp", ("test", 9)),
+    ("Xtrain/cat/1.jpg", None),  # a folder named otherwise is not a split
+    (" train/cat/1.jpg", None),
+    ("train/cats/1.jpg", None),
+    ("val/cat/1.jpg", None),
+    ("train/cat/notes.txt", None),
+    ("cat/1.jpg", None),  # too shallow to name a split and a class
+    ("misc/stuff/1.jpg", None),
+])
+def test_a_picture_counts_only_under_a_split_and_a_class(rel: str, where) -> None:
+    assert datasets._where(rel) == where
+
+
+def test_a_file_exactly_at_the_size_limit_in_a_folder_is_kept(tmp_path: Path, monkeypatch) -> None:
+    files = _pictures()
+    edge = _jpeg(_grey(3)) + bytes(100)
+    files["cifar/test/cat/0_edge.jpg"] = edge
+    monkeypatch.setattr(datasets, "MAX_MEMBER_BYTES", len(edge))
+    cifar = datasets.load(str(_tree(tmp_path / "tree", files)), tmp_path / "cache", workers=1)
+    assert (len(cifar.test_images), cifar.skipped) == (11, 0)
+
+
+def test_oversized_files_in_a_folder_are_each_counted(tmp_path: Path, monkeypatch) -> None:
+    files = _pictures()
+    for name in ("cifar/test/cat/0_big.jpg", "cifar/test/dog/0_big.jpg"):
+        files[name] = _jpeg(_grey(3)) + bytes(datasets.MAX_MEMBER_BYTES)
+    monkeypatch.setattr(datasets, "MAX_SKIPPED_SHARE", 0.1)
+    with pytest.raises(SystemExit, match=r"^--data: 2 of the 12 test pictures are damaged"):
+        datasets.load(str(_tree(tmp_path / "tree", files)), tmp_path / "cache", workers=1)
+
+
+def test_exactly_the_allowed_share_of_bad_files_is_still_loaded(tmp_path: Path, monkeypatch) -> None:
+    files = _pictures()
+    files.update({f"cifar/test/ship/0_bad{i}.jpg": b"not a picture" for i in range(10)})
+    monkeypatch.setattr(datasets, "MAX_SKIPPED_SHARE", 0.5)  # 10 of 20: the limit itself, allowed
+    cifar = datasets.load(str(_tar(tmp_path / "half.tar", files)), tmp_path / "cache", workers=1)
+    assert (len(cifar.test_images), cifar.skipped) == (10, 10)
+
+
+def test_a_split_whose_every_picture_is_over_the_limit_is_a_clear_error(tmp_path: Path) -> None:
+    files = {n: b for n, b in _pictures().items() if n.startswith("cifar/train/")}
+    files["cifar/test/cat/0_big.jpg"] = _jpeg(_grey(3)) + bytes(datasets.MAX_MEMBER_BYTES)
+    with pytest.raises(SystemExit, match=r"^--data: 1 of the 1 test pictures are damaged, not pictures, or over"):
+        datasets.load(str(_tar(tmp_path / "big.tar", files)), tmp_path / "cache", workers=1)
+
+
+def test_no_pictures_at_all_says_where_they_belong(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as err:
+        datasets.load(str(_tar(tmp_path / "empty.tar", {"cifar/README.txt": b"hello"})), tmp_path / "cache", workers=1)
+    assert str(err.value) == "--data: found no pictures under train/<class>/ or test/<class>/"
+
+
+def test_worker_processes_decode_the_same_pictures(tmp_path: Path) -> None:
+    archive = _tar(tmp_path / "w.tar", _pictures())
+    one = datasets.load(str(archive), tmp_path / "c1", workers=1)
+    two = datasets.load(str(archive), tmp_path / "c2", workers=2)
+    np.testing.assert_array_equal(one.test_images, two.test_images)
+    np.testing.assert_array_equal(one.train_labels, two.train_labels)
