@@ -65,11 +65,15 @@ MODULES: dict[str, Module] = {
         ["tests/test_calibration.py", "tests/test_mutants_calibration.py"],
         skip={"reliability_diagram": "drawing code: its pixels are checked by eye, not by a behavioural test",
               "_font": "drawing code (the diagram's font)", "_hatch": "drawing code (the diagram's hatching)"}),
-    "weights": Module({"cifar_model/weights.py": ["check_config", "resolve"]},
-                      ["tests/test_weights.py", "tests/test_model.py", "tests/test_mutants_weights.py", "-k",
+    "weights": Module({"cifar_model/weights.py": None},
+                      ["tests/test_weights.py", "tests/test_model.py", "tests/test_mutants_weights.py",
+                       "tests/test_hub.py", "-k",
                        # not the shipped weights' accuracy checks (11 s a mutant): they test the network, not
                        # the config checks, which every other test here goes through
                        "not full_test_split and not score_at_least and not bf16_and_fp32"]),
+    "metrics_model": Module({"cifar_model/metrics.py": None, "cifar_model/model.py": None},
+                            ["tests/test_card.py", "tests/test_model.py", "tests/test_weights.py", "-k",
+                             "not full_test_split and not score_at_least and not bf16_and_fp32"]),
     "classifier": Module(
         {"cifar_model/classifier.py": ["tta_logits", "_fused_for_inference", "_pick_precision", "Classifier"],
          "cifar_model/explain.py": None},
@@ -411,6 +415,20 @@ EQUIVALENT.update({("train/data.py", before, after): why for before, after, why 
     (_LABELS, _LABELS.replace("dtype=np.int64", ""),
      "np.asarray of Python ints is int64 already (numpy 2, every platform)"),
 ]})
+EQUIVALENT.update({
+    ("cifar_model/weights.py", "load_model(model, weights, strict=True)", mutated):
+        "the header check just before compared every tensor's name and shape with the model's: nothing can be "
+        "missing or unexpected for strict to catch (and strict=True is load_model's default)"
+    for mutated in ("load_model(model, weights, strict=None)", "load_model(model, weights, strict=False)",
+                    "load_model(model, weights, )")})
+_INPLACE = ("ReLU(inplace=True) only saves the memory of one activation: the same values come out (Grad-CAM's "
+            "hook reads the ReLU's output either way)")
+EQUIVALENT.update({("cifar_model/model.py", line, line.replace("inplace=True", f"inplace={v}")): _INPLACE
+                   for line in ("return [nn.Conv2d(cin, cout, 3, padding=padding), nn.BatchNorm2d(cout), "
+                                "nn.ReLU(inplace=True)]",
+                                "nn.Conv2d(256, 256, 3), nn.ReLU(inplace=True),",
+                                "nn.Linear(256, 256), nn.ReLU(inplace=True), nn.Dropout(dropout),")
+                   for v in ("None", "False")})
 
 def _top_level(path: Path) -> list[tuple[str, int, int]]:
     """(name, first line with its decorators, last line) of each top-level def and class."""

@@ -184,3 +184,51 @@ def test_flip_tta_averages_the_mirror_image(model):
         x = normalize(pixels)
         expected = (model(x) + model(x.flip(-1))) / 2
     torch.testing.assert_close(clf.logits(pixels), expected, rtol=1e-4, atol=1e-4)
+
+
+# --- what a network carries besides its weights -----------------------------------------------------
+
+
+KNOTS = [[0.2, 0.25], [0.6, 0.5], [0.95, 0.9]]
+
+
+def test_an_uncalibrated_network_gives_the_plain_softmax(model):
+    clf = Classifier(model, precision="fp32")
+    z = torch.randn(4, 10, generator=torch.Generator().manual_seed(3)) * 4
+    torch.testing.assert_close(clf.calibrate(z), torch.softmax(z, dim=1))
+    assert not clf.unfamiliar(z).any()
+    from PIL import Image
+
+    assert clf.to_uint8(Image.new("RGB", (50, 40))).shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+
+
+def test_a_network_keeps_the_calibration_it_is_built_with(tmp_path):
+    from cifar_model.calibration import is_unfamiliar, to_probabilities
+
+    net = CifarCNN(temperature=0.7, top_label_map=KNOTS, unfamiliar_below=3.0)
+    clf = Classifier(net, precision="fp32")
+    z = torch.randn(50, 10, generator=torch.Generator().manual_seed(4)) * 3
+    torch.testing.assert_close(clf.calibrate(z), to_probabilities(z, 0.7, top_label_map=KNOTS))
+    assert torch.equal(clf.unfamiliar(z), is_unfamiliar(z, 3.0)) and 0 < int(clf.unfamiliar(z).sum()) < 50
+
+
+def test_set_calibration_is_kept_and_saved_with_the_weights(tmp_path):
+    from cifar_model.weights import load
+
+    net = CifarCNN()
+    net.set_calibration(0.5, KNOTS, 2.5)
+    assert (net.temperature, net.top_label_map, net.unfamiliar_below) == (0.5, KNOTS, 2.5)
+    net.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["temperature"], saved["top_label_map"], saved["unfamiliar_below"]) == (0.5, KNOTS, 2.5)
+    loaded, _ = load(tmp_path)
+    assert (loaded.temperature, loaded.top_label_map, loaded.unfamiliar_below) == (0.5, KNOTS, 2.5)
+    net.set_calibration(2)  # a temperature alone: no map, no unsure rule
+    assert (net.temperature, net.top_label_map, net.unfamiliar_below) == (2.0, None, None)
+    assert isinstance(net.temperature, float)
+
+
+def test_only_32x32_input_is_accepted_saying_so():
+    with pytest.raises(ValueError) as err:
+        CifarCNN(image_size=64)
+    assert str(err.value) == "the seed network takes 32x32 input, not 64"

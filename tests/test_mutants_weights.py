@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_model import weights
+from cifar_model import CifarCNN, weights
 from cifar_model.weights import ModelLoadError, check_config, resolve
 
 NAMES = [f"c{i}" for i in range(10)]
@@ -196,3 +196,89 @@ def test_a_repo_id_is_downloaded_at_its_revision(tmp_path: Path, monkeypatch: py
     assert calls == [("owner/model", "v1", {"cache_dir": "c", "token": "t"})]
     assert info.source == "owner/model" and info.folder == snapshot and info.revision == "ab" * 20
     assert info.label == "owner/model@abababa"
+
+
+# --- loading a folder: the files, the tensors, the figures ------------------------------------------
+
+
+BUNDLED = Path(weights.__file__).resolve().parent.parent / "weights"
+
+
+def _folder(tmp_path: Path, *files: str) -> Path:
+    folder = tmp_path / "w"
+    folder.mkdir()
+    for name in files:
+        (folder / name).write_bytes((BUNDLED / name).read_bytes())
+    return folder
+
+
+def test_a_config_exactly_at_the_size_limit_is_read(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, "model.safetensors")
+    text = (BUNDLED / "config.json").read_text()
+    (folder / "config.json").write_text(text + " " * (weights.MAX_CONFIG_BYTES - len(text.encode())))
+    assert (folder / "config.json").stat().st_size == weights.MAX_CONFIG_BYTES
+    model, _ = weights.load(folder)
+    assert len(model.classes) == 10
+    (folder / "config.json").write_text(text + " " * (weights.MAX_CONFIG_BYTES + 1 - len(text.encode())))
+    with pytest.raises(ModelLoadError, match="is larger than 64 KiB"):
+        weights.load(folder)
+
+
+def test_the_model_class_names_a_missing_config(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, "model.safetensors")
+    with pytest.raises(ModelLoadError) as err:
+        CifarCNN.from_pretrained(folder)
+    assert str(err.value) == (f"{folder / 'config.json'} is missing: a weights folder needs config.json and "
+                              "model.safetensors.")
+
+
+def test_weights_without_the_last_layer_are_another_architecture(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = _folder(tmp_path, "config.json")
+    tensors = load_file(BUNDLED / "model.safetensors")
+    del tensors["classifier.4.weight"]
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="names 10 classes but .* has None outputs"):
+        weights.load(folder)
+
+
+def test_a_failure_while_reading_the_tensors_names_the_file_and_the_first_line_of_the_cause(
+        tmp_path: Path, monkeypatch) -> None:
+    # The header passed every check; then the read fails (a disk error, the file replaced meanwhile).
+    folder = _folder(tmp_path, "config.json", "model.safetensors")
+
+    def failing(model, filename, strict=True):
+        raise OSError("Input/output error\nsecond line of detail")
+
+    monkeypatch.setattr(weights, "load_model", failing)
+    with pytest.raises(ModelLoadError) as err:
+        weights.load(folder)
+    assert str(err.value) == f"{folder / 'model.safetensors'} could not be loaded: Input/output error"
+
+
+def test_bad_figures_cost_the_figures_with_a_warning_at_the_callers_line(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, "config.json", "model.safetensors")
+    (folder / "metrics.json").write_text('{"test_accuracy": 2.0}')
+    with pytest.warns(UserWarning) as caught:
+        model, info = weights.load(folder)  # the warning points here, at the line that loaded
+    [warning] = caught
+    assert warning.filename == __file__
+    assert info.metrics is None and str(warning.message) == info.warning
+    assert info.warning.startswith("metrics.json ignored: ") and str(folder) not in info.warning
+    assert info.warning.startswith("metrics.json ignored: metrics.json: test_images, ")  # what is wrong, by
+    assert info.warning.endswith(": missing")  # the file's name, not the server's path to it
+
+
+def test_an_unreachable_hub_names_the_repo_and_the_revision_only_when_one_was_asked_for(monkeypatch) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(repo_id, **kwargs):
+        raise LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    for revision, where in ((None, "owner/name"), ("main", "owner/name@main")):
+        with pytest.raises(ModelLoadError) as err:
+            resolve("owner/name", revision)
+        assert str(err.value) == f"Could not reach the Hugging Face Hub for {where}, and it is not in the local cache."
