@@ -72,7 +72,8 @@ MODULES: dict[str, Module] = {
                        # the config checks, which every other test here goes through
                        "not full_test_split and not score_at_least and not bf16_and_fp32"]),
     "metrics_model": Module({"cifar_model/metrics.py": None, "cifar_model/model.py": None},
-                            ["tests/test_card.py", "tests/test_model.py", "tests/test_weights.py", "-k",
+                            ["tests/test_card.py", "tests/test_model.py", "tests/test_weights.py",
+                             "tests/test_mutants_metrics.py", "-k",
                              "not full_test_split and not score_at_least and not bf16_and_fp32"]),
     "classifier": Module(
         {"cifar_model/classifier.py": ["tta_logits", "_fused_for_inference", "_pick_precision", "Classifier"],
@@ -429,6 +430,23 @@ EQUIVALENT.update({("cifar_model/model.py", line, line.replace("inplace=True", f
                                 "nn.Conv2d(256, 256, 3), nn.ReLU(inplace=True),",
                                 "nn.Linear(256, 256), nn.ReLU(inplace=True), nn.Dropout(dropout),")
                    for v in ("None", "False")})
+_LIST = 'return [_check(v, args[0], f"{name}[{i}]", fraction) for i, v in enumerate(value)] if args else value'
+EQUIVALENT.update({("cifar_model/metrics.py", before, after): why for before, after, why in [
+    ('raw = json.loads(Path(path).read_text(encoding="utf-8"))',
+     'raw = json.loads(Path(path).read_text(encoding="UTF-8"))', "codec names are looked up ignoring case"),
+    ("def _check(value: Any, hint: Any, name: str, fraction: bool = False) -> Any:",
+     "def _check(value: Any, hint: Any, name: str, fraction: bool = True) -> Any:",
+     "the default is used only for a dict's keys, which are strings: the string check never reads fraction"),
+    (_LIST, _LIST.replace("if args else", "if (args) or True else"),
+     "every list field of Metrics names its element type: args is never empty"),
+    (_LIST, _LIST.replace('f"{name}[{i}]", fraction)', 'f"{name}[{i}]", None)'),
+     "no list field is a fraction: fraction is always False inside a list, and None is falsy too"),
+    (_LIST, _LIST.replace('f"{name}[{i}]", fraction)', 'f"{name}[{i}]", )'),
+     "no list field is a fraction: fraction is always False inside a list, the default"),
+    ('raise TypeError(f"no check for {hint!r}")  # a field added with a type this function doesn\'t know',
+     "raise TypeError(None)  # a field added with a type this function doesn't know",
+     "unreachable: every field's type has a branch above; the raise guards a field added later"),
+]})
 
 def _top_level(path: Path) -> list[tuple[str, int, int]]:
     """(name, first line with its decorators, last line) of each top-level def and class."""
