@@ -192,8 +192,8 @@ def test_flip_tta_averages_the_mirror_image(model):
 KNOTS = [[0.2, 0.25], [0.6, 0.5], [0.95, 0.9]]
 
 
-def test_an_uncalibrated_network_gives_the_plain_softmax(model):
-    clf = Classifier(model, precision="fp32")
+def test_an_uncalibrated_network_gives_the_plain_softmax():
+    clf = Classifier(CifarCNN(), precision="fp32")  # built here: mutmut links a test to what it calls itself
     z = torch.randn(4, 10, generator=torch.Generator().manual_seed(3)) * 4
     torch.testing.assert_close(clf.calibrate(z), torch.softmax(z, dim=1))
     assert not clf.unfamiliar(z).any()

@@ -263,7 +263,8 @@ def test_bad_figures_cost_the_figures_with_a_warning_at_the_callers_line(tmp_pat
     with pytest.warns(UserWarning) as caught:
         model, info = weights.load(folder)  # the warning points here, at the line that loaded
     [warning] = caught
-    assert warning.filename == __file__
+    if Path(weights.__file__).parent.parent.name != "mutants":  # under mutmut, its trampolines add stack frames
+        assert warning.filename == __file__
     assert info.metrics is None and str(warning.message) == info.warning
     assert info.warning.startswith("metrics.json ignored: ") and str(folder) not in info.warning
     assert info.warning.startswith("metrics.json ignored: metrics.json: test_images, ")  # what is wrong, by
