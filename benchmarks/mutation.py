@@ -1,7 +1,7 @@
 """Mutation testing of the pure logic, with mutmut (pinned in requirements-dev.txt): how many small
 changes to the code (``<`` for ``<=``, ``+ 1`` for ``- 1``, a dropped argument...) the fast tests notice.
 
-    python -m benchmarks.mutation                        # every module below, within 50 minutes
+    python -m benchmarks.mutation                        # every module below, within 60 minutes
     python -m benchmarks.mutation --module preprocess --module app --max-minutes 15
 
 Each module is mutated on its own, with only its fast tests (never the browser tests, the served-app
@@ -665,7 +665,7 @@ def report(results: list[dict], output: Path, children: int = 2) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--module", action="append", choices=list(MODULES), help="repeatable; default: all")
-    ap.add_argument("--max-minutes", type=float, default=50.0, help="for all modules together")
+    ap.add_argument("--max-minutes", type=float, default=60.0, help="for all modules together")
     ap.add_argument("--output", type=Path, default=RESULTS)
     ap.add_argument("--max-children", type=int, default=2, help="mutmut's parallel test runs (default 2)")
     args = ap.parse_args(argv)
