@@ -254,6 +254,11 @@ def test_folder_bytes_counts_files_at_every_depth_and_skips_vanished_ones(tmp_pa
 # image_source: what a payload may name.
 
 
+
+def _frame(data: bytes, mime: str = "image/jpeg") -> dict:
+    """A gr.Image payload as a webcam frame arrives: a data: URL."""
+    return {"url": f"data:{mime};base64," + base64.b64encode(data).decode()}
+
 def refused(payload) -> bool:
     with pytest.raises(gr.Error) as err:
         app.image_source(payload)
@@ -288,7 +293,7 @@ def test_anything_else_is_refused_with_one_sentence(uploads, tmp_path):
 
 def test_a_data_url_is_its_decoded_bytes():  # RFC 2397: the data is everything after the first comma
     data = CAT.read_bytes()
-    url = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+    url = _frame(data)["url"]
     assert app.image_source({"url": url, "path": "/etc/passwd"}) == data
     assert app.image_source({"url": "data:,"}) == b""
     with pytest.raises(gr.Error, match="not valid base64"):
@@ -491,7 +496,7 @@ def test_a_file_is_remembered_for_deletion_with_any_fresh_copy_of_an_agents_pict
     handlers.source(agent)
     assert handlers.opened == {plain["path"], twin["path"], agent["path"]}
     handlers.source(None)
-    handlers.source({"url": "data:image/jpeg;base64," + base64.b64encode(CAT.read_bytes()).decode()})
+    handlers.source(_frame(CAT.read_bytes()))
     assert len(handlers.opened) == 3
 
 
@@ -524,7 +529,7 @@ def test_predict_gives_the_notice_for_a_picture_of_nothing(handlers, classifier,
 
 
 def test_predict_of_bytes_from_a_webcam_frame(handlers, classifier):
-    probs, _ = handlers.predict({"url": "data:image/jpeg;base64," + base64.b64encode(SHIP.read_bytes()).decode()})
+    probs, _ = handlers.predict(_frame(SHIP.read_bytes()))
     assert max(probs, key=probs.get) == "ship"
 
 
@@ -579,7 +584,7 @@ def test_explain_after_predict_decodes_nothing_again(handlers, uploads, monkeypa
     first = handlers.predict(cat)
     handlers.explain(cat)
     assert handlers.predict(cat) == first and decoded == [cat["path"]]
-    frame = {"url": "data:image/jpeg;base64," + base64.b64encode(CAT.read_bytes()).decode()}
+    frame = _frame(CAT.read_bytes())
     handlers.predict(frame)
     handlers.predict(frame)  # bytes name no file: not remembered
     assert len(decoded) == 3
@@ -661,11 +666,12 @@ def test_pictures_are_staged_beside_their_name_and_renamed(handlers, tmp_path, m
 
 
 def test_live_frames_answer_and_bad_frames_keep_the_last_answer(handlers, uploads):
-    ship = {"url": "data:image/jpeg;base64," + base64.b64encode(SHIP.read_bytes()).decode()}
+    ship = _frame(SHIP.read_bytes())
     probs, notice = handlers.predict_live(ship)
     assert max(probs, key=probs.get) == "ship" and notice == ""
-    grey = "data:image/png;base64," + base64.b64encode(_png_bytes(Image.new("RGB", (64, 64), (128,) * 3))).decode()
-    probs, notice = handlers.predict_live({"url": grey})
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (128,) * 3).save(buf, "PNG")
+    probs, notice = handlers.predict_live(_frame(buf.getvalue(), "image/png"))
     assert notice == app.unsure_notice(probs, True) != ""
     skip = gr.skip()
     for bad in [None, {"url": "data:image/jpeg;base64,!!"}, {"url": "data:image/jpeg;base64,AAAA"},
@@ -676,9 +682,3 @@ def test_live_frames_answer_and_bad_frames_keep_the_last_answer(handlers, upload
 def test_no_frame_is_not_an_error_in_the_log(handlers, caplog):
     assert handlers.predict_live(None) == gr.skip() and handlers.predict_live("") == gr.skip()
     assert not [r for r in caplog.records if r.name == "app"]
-
-
-def _png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
