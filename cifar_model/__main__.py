@@ -1,4 +1,4 @@
-"""``python -m cifar_model photo.jpg [...]``: print each picture's top classes."""
+"""``python -m cifar_model photo.jpg [...]``: print each picture's top classes, and say when the model is unsure."""
 
 from __future__ import annotations
 
@@ -23,13 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for path in args.images:
         try:
-            probs = clf.predict(path)[0]
+            answer = clf.predict(path)
         except ImageError as err:
             print(f"{path}: error: {err}", file=sys.stderr)
             failed += 1
             continue
-        top = sorted(probs.items(), key=lambda kv: kv[1], reverse=True)[: max(1, args.top)]
-        print(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in top))
+        top = sorted(answer.probabilities.items(), key=lambda kv: kv[1], reverse=True)[: max(1, args.top)]
+        unsure = "unsure, probably none of the classes; closest: " if answer.unsure else ""
+        print(f"{path}: {unsure}" + ", ".join(f"{name} {p:.1%}" for name, p in top))
     return 1 if failed else 0
 
 

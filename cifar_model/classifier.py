@@ -1,8 +1,10 @@
-"""Inference: pictures in, the probability of every class out.
+"""Inference: a picture in, the answer a visitor sees out.
 
-:func:`tta_logits` is the one inference rule (the mean of the logits of a picture and its mirror
-image); training's evaluation, :class:`Classifier` and the benchmarks all call it, and
-:func:`cifar_model.calibration.to_probabilities` is the one place where logits become probabilities.
+:class:`Rule` is the inference rule as one module, from 32x32 uint8 pixels to calibrated
+probabilities and the unsure score: the flip-averaged logits (:func:`tta_logits`, also what
+training scores), calibration (a temperature, then a monotone map of the top probability) and the
+unsure rule. :class:`Classifier` runs it on the CPU for the app, the command line and the benchmarks,
+and ``python -m train.export`` writes the same module to ``model.onnx`` for the browser.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,32 +20,84 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .calibration import is_unfamiliar, to_probabilities
+from .explain import grad_cam
 from .model import CifarCNN
 from .preprocess import ImageInput, normalize, to_uint8
-from .weights import WeightsInfo, load
+from .weights import Config, Weights, load
 
 
-@torch.inference_mode()
-def tta_logits(net: nn.Module, pixels: torch.Tensor, mean, std, *, tta: bool = True, batch_size: int = 2500,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 N x 32 x 32 x 3 pictures (on ``net``'s device) -> float32 N x num_classes logits.
+def tta_logits(net: nn.Module, pixels: torch.Tensor, mean, std, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 N x 32 x 32 x 3 pictures (on ``net``'s device) -> float32 N x C raw logits: the mean of
+    the logits of each picture and its mirror image (flip test-time augmentation). ``net`` in eval mode."""
+    x = normalize(pixels, mean, std).to(dtype).contiguous(memory_format=torch.channels_last)
+    both = net(torch.cat([x, x.flip(-1)])).float()
+    return (both[:len(x)] + both[len(x):]) / 2
 
-    With ``tta`` each picture's logits are averaged with its mirror image's (flip test-time
-    augmentation): the rule the model card's accuracy is measured with. ``net`` is used in eval mode.
+
+def unsure_score(logits: torch.Tensor) -> torch.Tensor:
+    """N x C raw logits -> N unsure scores: the energy ``-logsumexp(logits)`` (Liu et al. 2020). High
+    means unlike the pictures the network was trained on."""
+    return -torch.logsumexp(logits, dim=-1)
+
+
+class Rule(nn.Module):
+    """The inference rule: uint8 N x 32 x 32 x 3 RGB pixels -> (N x C calibrated probabilities, N unsure
+    margins: how far the unsure score is past ``config.unsure_threshold``; > 0 means unsure).
+
+    Calibration: the logits are divided by ``config.temperature``; then, if the config has a
+    ``top_label_map``, the top class's probability is moved along that monotone curve (piecewise linear
+    in log-odds, flat beyond its ends) and the other classes share the rest in their own proportions,
+    never reaching the top class: the answer (argmax) never changes. Elementwise operations only, so
+    ``torch.onnx.export`` gives the browser this very computation.
     """
-    was_training = net.training
-    net.eval()
-    out = []
-    for chunk in pixels.split(batch_size):
-        x = normalize(chunk, mean, std).to(dtype).contiguous(memory_format=torch.channels_last)
-        if tta:
-            both = net(torch.cat([x, x.flip(-1)])).float()
-            out.append((both[:len(x)] + both[len(x):]) / 2)
-        else:
-            out.append(net(x).float())
-    net.train(was_training)
-    return torch.cat(out)
+
+    def __init__(self, net: nn.Module, config: Config, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.net, self.dtype, self.temperature = net, dtype, config.temperature
+        self.mean, self.std = config.mean, config.std
+        self.threshold = float("inf") if config.unsure_threshold is None else config.unsure_threshold
+        self.knots = config.top_label_map is not None
+        if self.knots:
+            xs, ys = torch.logit(torch.tensor(config.top_label_map, dtype=torch.float64)).T
+            self.register_buffer("xs", xs[:-1].float())  # each segment's start, width and slope
+            self.register_buffer("widths", xs.diff().float())
+            self.register_buffer("slopes", (ys.diff() / xs.diff()).float())
+            self.y0 = float(ys[0])
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = tta_logits(self.net, pixels, self.mean, self.std, self.dtype)
+        return self.calibrate(logits), unsure_score(logits) - self.threshold
+
+    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+        """N x C raw logits -> N x C calibrated probabilities (rows sum to 1, argmax kept)."""
+        z = logits / self.temperature
+        if not self.knots:
+            return torch.softmax(z, dim=-1)
+        top = nn.functional.one_hot(z.argmax(-1), z.shape[-1]).bool()
+        others = z.masked_fill(top, float("-inf"))
+        # The top probability's log-odds, from the logits: exact where float32 probabilities round to 1.
+        odds = (z.masked_fill(~top, float("-inf"))).amax(-1) - torch.logsumexp(others, dim=-1)
+        steps = torch.minimum(torch.relu(odds.unsqueeze(-1) - self.xs), self.widths)
+        new_top = torch.sigmoid(self.y0 + (steps * self.slopes).sum(-1))
+        share = torch.softmax(others, dim=-1)  # the other classes' proportions among themselves
+        lead = share.amax(-1) * (1 + 1e-3)  # the runner-up stays below the top by a relative 1e-3
+        new_top = torch.maximum(new_top, lead / (1 + lead)).unsqueeze(-1)
+        return torch.where(top, new_top, share * (1 - new_top))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the classifier says of one picture."""
+
+    probabilities: dict[str, float]  # every class, calibrated, in class order; they sum to 1
+    unsure: bool  # the unsure rule fired: probably none of the classes, or one it often gets wrong
+    unsure_margin: float  # how far the unsure score is past its threshold (> 0: unsure)
+    pixels: np.ndarray = field(repr=False)  # the 32 x 32 x 3 uint8 picture classified ("what the model sees")
+
+    @property
+    def top(self) -> str:
+        """The most probable class."""
+        return max(self.probabilities, key=self.probabilities.__getitem__)
 
 
 def _fused_for_inference(model: CifarCNN) -> nn.Module:
@@ -52,16 +107,12 @@ def _fused_for_inference(model: CifarCNN) -> nn.Module:
     about as much as a convolution each at batch size one.
     """
     fused = copy.deepcopy(model).eval()
-    layers = list(fused.features)
-    out: list[nn.Module] = []
-    i = 0
-    while i < len(layers):
-        if isinstance(layers[i], nn.Conv2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d):
-            out.append(fuse_conv_bn_eval(layers[i], layers[i + 1]))
-            i += 2
-        else:
-            out.append(layers[i])
-            i += 1
+    layers, out = list(fused.features), []
+    while layers:
+        layer = layers.pop(0)
+        if isinstance(layer, nn.Conv2d) and layers and isinstance(layers[0], nn.BatchNorm2d):
+            layer = fuse_conv_bn_eval(layer, layers.pop(0))
+        out.append(layer)
     fused.features = nn.Sequential(*out)
     return fused.to(memory_format=torch.channels_last)
 
@@ -85,83 +136,58 @@ def _pick_precision(precision: str) -> torch.dtype:
 
 
 class Classifier:
-    """A loaded CifarCNN with its preprocessing, ready to classify pictures on the CPU.
+    """Loaded weights and their inference rule, ready to classify pictures on the CPU.
 
-    Use :meth:`from_pretrained`; ``predict`` averages the logits of each picture and its mirror
-    image (flip test-time augmentation), the same rule the model card's test accuracy is measured
-    with.
+        clf = Classifier.from_pretrained()           # the bundled weights/, a folder, or a Hub repo id
+        answer = clf.predict("photo.jpg")            # Answer: .probabilities, .top, .unsure, .pixels
     """
 
-    def __init__(self, model: CifarCNN, info: WeightsInfo | None = None, *, tta: bool = True,
-                 precision: str = "auto") -> None:
-        """Wrap a model. ``precision``: ``"fp32"``, ``"bf16"``, or ``"auto"`` (the default; the
-        ``CIFAR_PRECISION`` environment variable can set it): bf16 on CPUs with AMX, where it runs
-        the network about twice as fast for the same test accuracy (benchmarks/infer_speed.py)."""
-        self.model = model.eval()
-        self.info = info or WeightsInfo("in-memory", Path("."))
-        self.tta = tta
-        self.classes: list[str] = list(model.classes)
-        self.mean, self.std, self.image_size = model.mean, model.std, model.image_size
-        self.temperature, self.top_label_map = model.temperature, model.top_label_map
-        self.unfamiliar_below = model.unfamiliar_below
+    def __init__(self, weights: Weights, *, precision: str = "auto") -> None:
+        """``precision``: ``"fp32"``, ``"bf16"``, or ``"auto"`` (the default; the ``CIFAR_PRECISION``
+        environment variable can set it): bf16 on CPUs with AMX, where it runs the network about twice
+        as fast for the same test accuracy (benchmarks/infer_speed.py)."""
+        self.weights = weights
+        self.classes: list[str] = list(weights.config.classes)
         self.dtype = _pick_precision(precision)
-        self._net = _fused_for_inference(model).to(self.dtype)
-        self.backend = f"{'bf16' if self.dtype == torch.bfloat16 else 'fp32'}, BatchNorm folded, channels-last"
+        self.rule = Rule(_fused_for_inference(weights.model).to(self.dtype), weights.config, self.dtype).eval()
 
     @classmethod
     def from_pretrained(cls, source: str | Path | None = None, revision: str | None = None, *,
-                        precision: str = "auto", **hub_kwargs) -> "Classifier":
+                        precision: str = "auto", **hub_kwargs) -> Classifier:
         """Load weights: ``None`` -> the bundled ``weights/``; a folder path -> that folder; anything
         else -> a Hugging Face Hub repo id, downloaded at ``revision`` (pin a commit sha for
         reproducibility). Extra keyword arguments go to ``huggingface_hub.snapshot_download``
-        (``cache_dir``, ``token``, ``local_files_only``...). ``precision``: see ``__init__``.
+        (``cache_dir``, ``token``, ``local_files_only``...).
 
         Raises:
             ModelLoadError: missing or corrupt files, another architecture, Hub unreachable with
                 nothing cached. Loading is strict: a wrong or missing tensor is an error.
         """
-        model, info = load(source, revision, **hub_kwargs)
-        return cls(model, info, precision=precision)
+        return cls(load(source, revision, **hub_kwargs), precision=precision)
 
-    def to_uint8(self, image: ImageInput) -> np.ndarray:
-        """The 32x32x3 uint8 picture the network classifies for ``image`` ("what the model sees")."""
-        return to_uint8(image, self.image_size)
-
-    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 N x 32 x 32 x 3 -> N x num_classes raw logits (flip-averaged when ``tta``; uncalibrated)."""
-        return tta_logits(self._net, pixels, self.mean, self.std, tta=self.tta, dtype=self.dtype)
-
-    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 N x 32 x 32 x 3 -> N x num_classes calibrated probabilities (rows sum to 1)."""
-        return self.calibrate(self.logits(pixels))
-
-    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
-        """Raw logits (from :meth:`logits`) -> calibrated probabilities, with this model's calibration."""
-        return to_probabilities(logits, self.temperature, top_label_map=self.top_label_map)
-
-    def unfamiliar(self, logits: torch.Tensor) -> torch.Tensor:
-        """Raw N x num_classes logits -> N bools: the unsure rule (all False when the weights have none)."""
-        if self.unfamiliar_below is None:
-            return torch.zeros(len(logits), dtype=torch.bool)
-        return is_unfamiliar(logits, self.unfamiliar_below).reshape(len(logits))
-
-    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 256) -> list[dict[str, float]]:
-        """Classify pictures (PIL images, paths or bytes; one or a list).
-
-        Returns:
-            One dict per picture mapping every class name to its calibrated probability (summing
-            to 1), in class order.
+    def predict(self, picture: ImageInput) -> Answer:
+        """Classify one picture (a PIL image, a path, bytes or a binary file).
 
         Raises:
-            ImageError: a picture can't be read; the message says which problem, in plain words.
+            ImageError: the picture can't be read; the message says which problem, in plain words.
         """
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        out: list[dict[str, float]] = []
-        for start in range(0, len(images), batch_size):
-            out += self.predict_pixels(np.stack([self.to_uint8(im) for im in images[start:start + batch_size]]))
+        return self.answer(to_uint8(picture)[None])[0]
+
+    def predict_many(self, pictures: Sequence[ImageInput], batch_size: int = 256) -> list[Answer]:
+        """:meth:`predict` for each picture, ``batch_size`` at a time through the network."""
+        out: list[Answer] = []
+        for start in range(0, len(pictures), batch_size):
+            out += self.answer(np.stack([to_uint8(p) for p in pictures[start:start + batch_size]]))
         return out
 
-    def predict_pixels(self, pixels: np.ndarray) -> list[dict[str, float]]:
-        """uint8 N x 32 x 32 x 3 pictures (what :meth:`to_uint8` gives) -> one ``{class: probability}`` each."""
-        return [dict(zip(self.classes, row)) for row in self.probabilities(torch.from_numpy(pixels)).tolist()]
+    @torch.inference_mode()
+    def answer(self, pixels: np.ndarray) -> list[Answer]:
+        """uint8 N x 32 x 32 x 3 pictures (what ``to_uint8`` gives) -> one :class:`Answer` each."""
+        probs, margins = self.rule(torch.from_numpy(pixels))
+        return [Answer(dict(zip(self.classes, p)), m > 0, m, x)
+                for p, m, x in zip(probs.tolist(), margins.tolist(), pixels)]
+
+    def heatmap(self, answer: Answer) -> np.ndarray:
+        """32 x 32 Grad-CAM in [0, 1] of the class ``answer`` ranks first, over ``answer.pixels``."""
+        config = self.weights.config
+        return grad_cam(self.weights.model, answer.pixels, self.classes.index(answer.top), config.mean, config.std)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
 import time
 from dataclasses import asdict, fields, replace
@@ -17,17 +16,12 @@ from pathlib import Path
 
 import torch
 
-from cifar_model import Classifier, count_parameters, tta_logits
-from cifar_model.calibration import reliability_diagram, to_probabilities
-from cifar_model.metrics import Metrics
-from cifar_model.weights import DIAGRAM_FILE, EXAMPLE_FILE
+from cifar_model import CIFAR_MEAN, CIFAR_STD, Config, Metrics, Rule, count_parameters
 
 from . import calibrate
 from . import data as datasets
 from .recipe import Net, TrainConfig, fit, per_epoch_line, split_train_val
-from .report import hardware, score, widget_example, write_folder
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cat_1.jpg"  # the card's widget picture
+from .report import hardware, score, write_folder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,41 +74,27 @@ def main(argv: list[str] | None = None) -> int:
                                   log=lambda e: print(per_epoch_line(e, cfg.epochs), flush=True),
                                   progress=not args.no_progress, net=net)
 
-    def logits_of(pictures) -> torch.Tensor:  # the library's inference rule, on the training device
-        return tta_logits(model, torch.from_numpy(pictures).to(device), model.mean, model.std, tta=cfg.tta)
-
-    calibration = {}
-    test_logits, test_y = logits_of(cifar.test_images).cpu(), torch.from_numpy(cifar.test_labels)
-    if len(val_x):  # fitted on the held-out pictures, never on the test split
-        fitted = calibrate.fit(logits_of(val_x).cpu(), torch.from_numpy(val_y))
-        model.set_calibration(**fitted)
-        calibration = calibrate.figures(test_logits, test_y, fitted, len(val_x))
-    probs = to_probabilities(test_logits, model.temperature, top_label_map=model.top_label_map)
+    # Calibration and the unsure rule: fitted on the held-out pictures, never on the test split.
+    config = Config(list(cifar.classes), list(CIFAR_MEAN), list(CIFAR_STD))
+    test_logits, test_y = calibrate.logits_of(model, config, cifar.test_images), torch.from_numpy(cifar.test_labels)
+    if len(val_x):
+        config = replace(config, **calibrate.fit(calibrate.logits_of(model, config, val_x), torch.from_numpy(val_y)))
+    measured = calibrate.figures(Rule(model, config), test_logits, test_y) if len(val_x) else {}
     metrics = Metrics(**score(test_logits, test_y, cifar.classes), dataset=cifar.test_name, data_source=cifar.source,
                       train_images=len(train_x), train_seconds=round(seconds, 2), hardware=hardware(),
                       parameters=count_parameters(model), torch=torch.__version__, config=asdict(cfg),
                       history=[vars(h) for h in history], val_accuracy=history[-1].val_acc if len(val_x) else None,
                       val_images=len(val_x), skipped_images=cifar.skipped, repo_id=args.push_to_hub,
-                      compile_seconds=round(compile_seconds, 1) if compile_seconds else None, **calibration)
-    _write(args.out, model, metrics, command, reliability_diagram(probs, test_y) if calibration else None)
+                      compile_seconds=round(compile_seconds, 1) if compile_seconds else None, command=command,
+                      **measured)
+    write_folder(args.out, model.cpu(), config, metrics)
     print(f"test accuracy {metrics.test_accuracy:.2%} ({cifar.test_name})"
-          + (f" | ECE {metrics.ece_uncalibrated:.2%} -> {metrics.ece:.2%} at T={model.temperature:.3f}"
-             if calibration else "")
+          + (f" | ECE {metrics.ece_uncalibrated:.2%} -> {metrics.ece:.2%} at T={config.temperature:.3f}"
+             if measured else "")
           + f" | trained in {seconds:.1f}s | wrote {args.out}/", flush=True)
     if args.push_to_hub:
         return _push(args.out, args.push_to_hub, args.private)
     return 0
-
-
-def _write(out: Path, model, metrics: Metrics, command: str, diagram) -> None:
-    """The folder, with the card's widget example answered by the folder's own weights."""
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(EXAMPLE, out / EXAMPLE_FILE)
-    if diagram is not None:
-        diagram.save(out / DIAGRAM_FILE)
-    answer = Classifier(model.cpu(), precision="fp32").predict(EXAMPLE)[0]
-    src = f"https://huggingface.co/{metrics.repo_id}/resolve/main/{EXAMPLE_FILE}" if metrics.repo_id else EXAMPLE_FILE
-    write_folder(model, out, metrics, command, widget=[widget_example(src, answer, "a CIFAR-10 test picture")])
 
 
 def _push(folder: Path, repo_id: str, private: bool) -> int:

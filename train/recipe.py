@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_model import CifarCNN, normalize, tta_logits
+from cifar_model import CIFAR_MEAN, CIFAR_STD, CifarCNN, normalize, tta_logits
 
 
 @dataclass
@@ -35,7 +35,6 @@ class TrainConfig:
     cutout: int = 8  # side of a random square zeroed in each training picture (0: off)
     ema: float = 0.0  # if > 0, evaluate an exponential moving average of the weights (per step)
     whiten: bool = True  # initialise conv1 as a ZCA-style whitening of 3x3 patches (airbench's trick)
-    tta: bool = True  # evaluate with flip test-time augmentation, as Classifier.predict does
     val_size: int = 5000  # training pictures held out for validation (0: train on all 50,000)
     seed: int = 0  # seeds torch and the validation split
     compile: bool = True  # torch.compile the model (on CUDA; pays after its one-off compile)
@@ -106,8 +105,15 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * frac
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std, tta: bool) -> float:
-    return (tta_logits(model, images, mean, std, tta=tta).argmax(1) == labels).float().mean().item()
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of uint8 ``images`` classified right by the library's inference rule (flip-averaged logits)."""
+    was_training = model.training
+    model.eval()
+    hits = sum(int((tta_logits(model, x, CIFAR_MEAN, CIFAR_STD).argmax(1) == y).sum())
+               for x, y in zip(images.split(2500), labels.split(2500)))
+    model.train(was_training)
+    return hits / len(labels)
 
 
 @dataclass
@@ -152,7 +158,7 @@ def fit(cfg: TrainConfig, train_images: np.ndarray, train_labels: np.ndarray,
     net.reset(cfg.seed)
     model = net.model
     cuda = device.type == "cuda"
-    mean, std = model.mean, model.std
+    mean, std = CIFAR_MEAN, CIFAR_STD
     xs = torch.from_numpy(train_images).to(device)
     ys = torch.from_numpy(train_labels).to(device)
     xv = torch.from_numpy(val_images).to(device) if val_images is not None and len(val_images) else None
@@ -201,7 +207,7 @@ def fit(cfg: TrainConfig, train_images: np.ndarray, train_labels: np.ndarray,
         n_seen = steps_per_epoch * cfg.batch_size
         val_acc = None
         if xv is not None and (log is not None or epoch == cfg.epochs):
-            val_acc = accuracy(ema.module if ema is not None else model, xv, yv, mean, std, cfg.tta)
+            val_acc = accuracy(ema.module if ema is not None else model, xv, yv)
         entry = EpochLog(epoch, loss_sum.item() / steps_per_epoch, correct.item() / n_seen, val_acc, train_time)
         history.append(entry)
         if log is not None:

@@ -7,19 +7,22 @@ folder's ``Metrics`` (``cifar_model.metrics``): every figure on it is one in ``m
 from __future__ import annotations
 
 import platform
-from dataclasses import replace
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from cifar_model import CifarCNN
-from cifar_model.metrics import Metrics
-from cifar_model.weights import DIAGRAM_FILE
+from cifar_model import CifarCNN, Classifier, Config, Metrics, Weights, save
+from cifar_model.weights import CARD_FILE, EXAMPLE_FILE, METRICS_FILE, read_record, write_record
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
 DATASET_ID = "uoft-cs/cifar10"  # the Hub's CIFAR-10
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cat_1.jpg"  # the card's widget picture
+# Where the code is to be published: the card links to it. Nothing has been pushed there yet; whoever
+# publishes a fork sets their own address here before pushing weights.
+REPO_URL = "https://github.com/cifar10-demo/cifar10-seed-cnn"
 
 
 
@@ -45,48 +48,35 @@ def hardware() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def write_folder(model: CifarCNN, out: Path, metrics: Metrics, command: str, *,
-                 widget: list[dict] | None = None) -> Metrics:
-    """Write ``model.safetensors`` + ``config.json`` (the Hub mixin's), ``metrics.json`` and ``README.md``.
-
-    ``command`` (the training command line) is stored in the metrics, which are returned as saved.
-    ``widget``: the card's example pictures with this model's answers (see ``widget_example``).
-    """
+def write_folder(out: Path, model: CifarCNN, config: Config, metrics: Metrics) -> None:
+    """Write the Hub-ready folder: ``model.safetensors``, ``config.json``, ``metrics.json``, the card
+    and its widget picture, with the widget's answer given by these very weights."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = replace(metrics, command=command)
-    model.cpu().save_pretrained(out)  # also writes the mixin's default README.md if none exists ...
-    metrics.save(out / "metrics.json")
-    _write_card(out, metrics, widget)  # ... which ours replaces
-    return metrics
+    save(out, model, config)
+    write_record(metrics, out / METRICS_FILE)
+    shutil.copyfile(EXAMPLE, out / EXAMPLE_FILE)
+    answer = Classifier(Weights(model, config), precision="fp32").predict(EXAMPLE)
+    src = f"https://huggingface.co/{metrics.repo_id}/resolve/main/{EXAMPLE_FILE}" if metrics.repo_id else EXAMPLE_FILE
+    render_card(out, widget=[widget_example(src, answer.probabilities, "a CIFAR-10 test picture")])
 
 
 def render_card(folder: Path, widget: list[dict] | None = None) -> ModelCard:
-    """Rewrite ``folder/README.md`` from its ``metrics.json`` (after calibration updated them, say).
-
-    The card's widget examples are kept unless ``widget`` replaces them.
+    """Write ``folder/README.md`` from its ``metrics.json``; the card's widget examples are kept unless
+    ``widget`` replaces them.
 
     Raises:
         ValueError: ``metrics.json`` missing or invalid (the message names the file and field).
     """
     folder = Path(folder)
-    metrics = Metrics.load(folder / "metrics.json")
-    if widget is None and (folder / "README.md").is_file():
-        try:
-            widget = ModelCard.load(folder / "README.md").data.get("widget")
-        except Exception:  # a broken old card: render without its examples rather than not at all
-            widget = None
-    return _write_card(folder, metrics, widget)
-
-
-def _write_card(folder: Path, metrics: Metrics, widget: list[dict] | None) -> ModelCard:
-    reliability = DIAGRAM_FILE if (folder / DIAGRAM_FILE).is_file() else None
-    card = model_card(metrics, widget=widget, reliability=reliability)
-    card.save(folder / "README.md")
+    metrics = read_record(Metrics, folder / METRICS_FILE)
+    if widget is None and (folder / CARD_FILE).is_file():
+        widget = ModelCard.load(folder / CARD_FILE).data.get("widget")
+    card = model_card(metrics, widget=widget)
+    card.save(folder / CARD_FILE)
     return card
 
 
-def model_card(metrics: Metrics, *, widget: list[dict] | None = None, reliability: str | None = None) -> ModelCard:
+def model_card(metrics: Metrics, *, widget: list[dict] | None = None) -> ModelCard:
     """The model card: metadata the Hub reads (library, task, dataset id, ``model-index`` with the test
     accuracy and ECE, widget examples), then ``card_template.md``.
 
@@ -94,7 +84,6 @@ def model_card(metrics: Metrics, *, widget: list[dict] | None = None, reliabilit
         metrics: the run's figures; every number on the card comes from here.
         widget: example pictures with this model's answers (see ``widget_example``); the Hub runs no
             inference for a custom library, so the outputs shown are these.
-        reliability: file name of the reliability diagram in the folder, to show it.
     """
     m = metrics
     results = [_result("accuracy", m.test_accuracy, m.dataset)]
@@ -112,8 +101,7 @@ def model_card(metrics: Metrics, *, widget: list[dict] | None = None, reliabilit
         widget=widget or None,  # an extra key: ModelCardData writes it to the YAML as it is
     )
     return ModelCard.from_template(
-        data, template_path=str(TEMPLATE), m=m, cfg=m.config, widget=widget, reliability=reliability,
-        code_url=CifarCNN._hub_mixin_info.repo_url,  # the mixin's repo_url: where the code lives
+        data, template_path=str(TEMPLATE), m=m, cfg=m.config, widget=widget, code_url=REPO_URL,
         pct=_pct, dec=_dec, num="{:,}".format,
     )
 
