@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cifar_model import Classifier, tta_logits
-from cifar_model.calibration import to_probabilities
+from cifar_model import Classifier, Rule
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,21 +41,26 @@ def photo(width: int, height: int) -> bytes:
 
 
 class Reference:
-    """Plain eager fp32: full PIL decode, crop/resize, the unfused network through ``tta_logits``."""
+    """Plain eager fp32: full PIL decode, crop/resize, the unfused network through the same ``Rule``
+    (or, with ``tta=False``, one forward pass and a plain softmax)."""
 
     def __init__(self, clf: Classifier, tta: bool) -> None:
-        self.model = clf.model.float().eval()  # the CifarCNN as loaded: BatchNorm unfused, NCHW weights
-        self.classes, self.mean, self.std, self.temperature = clf.classes, clf.mean, clf.std, clf.temperature
-        self.tta = tta
+        self.model = clf.weights.model.float().eval()  # as loaded: BatchNorm unfused, NCHW weights
+        self.rule, self.classes, self.tta = Rule(self.model, clf.weights.config), clf.classes, tta
 
+    @torch.inference_mode()
     def __call__(self, data: bytes) -> dict[str, float]:
         img = Image.open(io.BytesIO(data)).convert("RGB")
         w, h = img.size
         s = min(w, h)
         img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((32, 32), Image.BICUBIC)
         pixels = torch.from_numpy(np.array(img)).unsqueeze(0)  # 1 x 32 x 32 x 3 uint8
-        logits = tta_logits(self.model, pixels, self.mean, self.std, tta=self.tta)
-        return dict(zip(self.classes, to_probabilities(logits, self.temperature)[0].tolist()))
+        if self.tta:
+            probs = self.rule(pixels)[0]
+        else:
+            x = (pixels.permute(0, 3, 1, 2).float() / 255 - torch.tensor(self.rule.mean).view(1, 3, 1, 1))
+            probs = torch.softmax(self.model(x / torch.tensor(self.rule.std).view(1, 3, 1, 1)), dim=1)
+        return dict(zip(self.classes, probs[0].tolist()))
 
 
 def timed(fn, data: bytes) -> float:
@@ -80,11 +84,12 @@ def main() -> int:
     p.add_argument("--sizes", nargs="+", default=["640x480", "4032x3024"], help="upload sizes WxH")
     args = p.parse_args()
     clf = Classifier.from_pretrained()
-    ours = lambda data: clf.predict(data)[0]  # noqa: E731
     fp32 = Classifier.from_pretrained(precision="fp32")
-    candidates = {"ours (Classifier.predict)": ours, "ours, forced fp32": lambda data: fp32.predict(data)[0],
+    candidates = {"ours (Classifier.predict)": lambda data: clf.predict(data).probabilities,
+                  "ours, forced fp32": lambda data: fp32.predict(data).probabilities,
                   "reference, flip TTA": Reference(clf, True), "reference, no TTA": Reference(clf, False)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads | Classifier backend: {clf.backend}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads | Classifier: {clf.dtype}, BatchNorm folded,"
+          " channels-last")
     for size in args.sizes:
         w, h = map(int, size.split("x"))
         data = photo(w, h)
