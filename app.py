@@ -37,8 +37,8 @@ from cifar_model import Answer, Classifier, ImageError, ModelLoadError, Weights
 LOG = logging.getLogger("app")
 HERE = Path(__file__).resolve().parent
 MAX_FILE_SIZE = "10mb"  # Gradio's upload route refuses larger files (HTTP 413) before any decoding
-# Visitors' pictures and the pictures made from them are deleted this long after they arrive (checked
-# every half of it, so gone within 1.5x). Set by KEEP_UPLOADS_S or --keep-uploads.
+# Visitors' pictures and the pictures made from them are deleted this long after they arrive (within 5 s
+# more). Set by KEEP_UPLOADS_S or --keep-uploads.
 KEEP_UPLOADS_S = 1800
 # Gradio keeps ~40 KB of page state per session id it has seen, 10,000 by default, and anyone can
 # mint session ids: keep the most recent ones only.
@@ -129,17 +129,15 @@ class Handlers:
 
     def __init__(self, classifier: Classifier) -> None:
         self.clf = classifier
-        self.retention = guard.Retention()
         self._recent: OrderedDict[str, Answer] = OrderedDict()
         self._lock = threading.Lock()
 
-    def answer(self, payload: Any) -> Answer | None:
+    def answer(self, payload: Any, data_url: bool = False) -> Answer | None:
         """The classifier's answer for a raw ``gr.Image`` payload (None: no picture), or a gr.Error."""
-        source = guard.image_source(payload)
+        source = guard.image_source(payload, data_url)
         if source is None:
             return None
         if isinstance(source, str):
-            self.retention.keep(source)
             with self._lock:
                 if source in self._recent:
                     self._recent.move_to_end(source)
@@ -197,14 +195,12 @@ class Handlers:
         """The picture as a PNG file written once (guard.write_png), deleted with the uploads."""
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, "PNG")
-        path = guard.write_png(buf.getvalue())
-        self.retention.add(path)
-        return path
+        return guard.write_png(buf.getvalue())
 
     def predict_live(self, frame: Any) -> tuple[dict[str, float], str] | dict:
         """Live tab: like :meth:`predict`, but a bad or missing frame keeps the last answer quietly."""
         try:
-            answer = self.answer(frame)
+            answer = self.answer(frame, data_url=True)
         except gr.Error:
             answer = None  # one dropped webcam frame is not worth an error popup every few tenths of a second
         if answer is None:
@@ -218,15 +214,11 @@ its ten classes it shows (airplane, automobile, bird, cat, deer, dog, frog, hors
 It only ever sees a **32×32** thumbnail of the picture's centre square: see *What the model sees*."""
 
 
-def build_demo(classifier: Classifier, warning: str | None = None, *,
-               keep_uploads_s: int = KEEP_UPLOADS_S) -> gr.Blocks:
-    """The page and its events, served by ``classifier``; ``warning``, if any, is shown at the top.
-    Visitors' files are deleted ``keep_uploads_s`` seconds after they arrive (within 1.5x that)."""
+def build_demo(classifier: Classifier, warning: str | None = None) -> gr.Blocks:
+    """The page and its events, served by ``classifier``; ``warning``, if any, is shown at the top."""
     handlers = Handlers(classifier)
     classes = len(classifier.classes)
-    with gr.Blocks(title="CIFAR-10 classifier", analytics_enabled=False,
-                   delete_cache=(max(1, keep_uploads_s // 2), keep_uploads_s)) as demo:
-        demo.temp_file_sets.append(handlers.retention)
+    with gr.Blocks(title="CIFAR-10 classifier", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         gr.Markdown(f"⚠️ {html.escape(warning or '')}", visible=bool(warning), elem_id="load-warning")
         with gr.Tab("Picture"):
@@ -264,7 +256,7 @@ def build_demo(classifier: Classifier, warning: str | None = None, *,
         cam.stream(handlers.predict_live, cam, [live_label, live_notice], api_name="live", api_visibility="private",
                    preprocess=False, stream_every=LIVE_EVERY_S, time_limit=LIVE_LIMIT_S,
                    concurrency_limit=LIVE_SESSIONS, show_progress="hidden")
-    return demo.queue(**QUEUE_KWARGS)
+    return demo.queue(**QUEUE_KWARGS, api_open=False)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -302,15 +294,14 @@ def load_classifier(model: str | None = None, revision: str | None = None) -> tu
     return Classifier.from_pretrained(None), None
 
 
-def launch_kwargs() -> dict[str, Any]:
-    """What ``launch()`` needs besides host and port: limits, styling, privacy (no run history kept
-    in visitors' browsers), the MCP server unless ``GRADIO_MCP_SERVER=False``."""
-    from starlette.middleware import Middleware
-
+def launch_kwargs(demo: gr.Blocks, keep_uploads_s: float = KEEP_UPLOADS_S) -> dict[str, Any]:
+    """What ``demo.launch()`` needs besides host and port: limits and the server's guard (visitors' files
+    deleted ``keep_uploads_s`` after they arrive), styling, privacy (no run history kept in visitors'
+    browsers), the MCP server unless ``GRADIO_MCP_SERVER=False``."""
     return {"max_file_size": MAX_FILE_SIZE, "show_error": False, "css": CSS, "run_history": False,
             "state_session_capacity": SESSIONS_KEPT,
             "mcp_server": os.environ.get("GRADIO_MCP_SERVER", "True").lower() != "false",
-            "app_kwargs": {"middleware": [Middleware(guard.RequestLimits)]}}
+            "app_kwargs": guard.install(demo, keep_uploads_s)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -321,8 +312,8 @@ def main(argv: list[str] | None = None) -> None:
         classifier, warning = load_classifier(args.model, args.revision)
     except ModelLoadError as err:  # even the bundled weights failed: nothing to serve
         sys.exit(f"error: {err}")
-    demo = build_demo(classifier, warning, keep_uploads_s=args.keep_uploads)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+    demo = build_demo(classifier, warning)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(demo, args.keep_uploads))
 
 
 if __name__ == "__main__":

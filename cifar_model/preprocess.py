@@ -37,6 +37,11 @@ ImageInput = Union[Image.Image, str, os.PathLike, bytes, bytearray, BinaryIO]
 # Largest picture accepted, in pixels (width x height), checked before decoding. 50 Mpx covers a
 # 48 Mpx phone photo; Pillow's own bomb check only warns below 89 Mpx.
 MAX_PIXELS = 50_000_000
+# Formats other than JPEG (which is decoded at a reduced scale, see open_image) decode every pixel
+# whatever the file's size: a 4 KB lossless WebP can declare 16 Mpx and cost 0.36 s of CPU. They get
+# at most LOSSLESS_MAX_PIXELS, and past LOSSLESS_FREE_PIXELS at most PIXELS_PER_BYTE pixels per byte of
+# file: screenshots and drawings compress to tens of pixels a byte, flat fills to thousands.
+LOSSLESS_MAX_PIXELS, LOSSLESS_FREE_PIXELS, PIXELS_PER_BYTE = 16_000_000, 2_000_000, 100
 # Decoders allowed to run on untrusted input. Multi-picture JPEGs from phones (MPO) are opened by
 # the JPEG decoder; "MPO" has no opener of its own, and naming it here made Image.open raise
 # KeyError('MPO') for every file no listed decoder recognised.
@@ -76,15 +81,19 @@ def open_image(source: ImageInput, *, draft_size: int | None = 4 * IMAGE_SIZE) -
         if not source:
             raise ImageError(f"The file is empty. Choose a photo ({_SUPPORTED}).")
         fp: BinaryIO | str | os.PathLike = io.BytesIO(source)
+        nbytes = len(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"No such file: {path.name}. Check the name and the folder.")
-        if path.stat().st_size == 0:
+        nbytes = path.stat().st_size
+        if nbytes == 0:
             raise ImageError(f"The file {path.name} is empty. Choose a photo ({_SUPPORTED}).")
         fp = path
     elif hasattr(source, "read"):
-        fp = source
+        fp, start = source, source.tell()
+        nbytes = source.seek(0, io.SEEK_END) - start
+        source.seek(start)
     else:
         raise ImageError(f"Can't read a picture from an object of type {type(source).__name__}. "
                          "Pass a file path, the file's bytes, a binary file or a PIL image.")
@@ -92,8 +101,11 @@ def open_image(source: ImageInput, *, draft_size: int | None = 4 * IMAGE_SIZE) -
     # it would otherwise stay open, for seeking, until garbage collection); the loaded frame stays.
     with _decoding(), Image.open(fp, formats=FORMATS) as img:
         _check_size(img.size)  # from the header: nothing is decoded yet
-        if draft_size and img.format in ("JPEG", "MPO"):
-            img.draft("RGB", (draft_size, draft_size))
+        if img.format in ("JPEG", "MPO"):
+            if draft_size:
+                img.draft("RGB", (draft_size, draft_size))
+        else:
+            _check_cost(img.size, img.format, nbytes)
         img.load()
     return img
 
@@ -134,6 +146,15 @@ def _check_size(size: tuple[int, int]) -> None:
         raise ImageError("The picture has no pixels (its width or height is 0). Choose another picture.")
     if w * h > MAX_PIXELS:
         raise ImageError(_too_big_message(size))
+
+
+def _check_cost(size: tuple[int, int], fmt: str, nbytes: int) -> None:
+    pixels = size[0] * size[1]
+    if pixels > LOSSLESS_MAX_PIXELS or pixels > max(LOSSLESS_FREE_PIXELS, PIXELS_PER_BYTE * nbytes):
+        raise ImageError(f"The picture is too large for a {fmt} file of {nbytes:,} bytes ({size[0]}x{size[1]}): "
+                         f"{fmt} pictures may have at most {LOSSLESS_MAX_PIXELS // 1_000_000} megapixels, and "
+                         f"beyond {LOSSLESS_FREE_PIXELS // 1_000_000} megapixels at most {PIXELS_PER_BYTE} pixels "
+                         "per byte of file. Save it as JPEG, or use a smaller copy.")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
