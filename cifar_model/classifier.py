@@ -30,8 +30,9 @@ def tta_logits(net: nn.Module, pixels: torch.Tensor, mean, std, dtype: torch.dty
     """uint8 N x 32 x 32 x 3 pictures (on ``net``'s device) -> float32 N x C raw logits: the mean of
     the logits of each picture and its mirror image (flip test-time augmentation). ``net`` in eval mode."""
     x = normalize(pixels, mean, std).to(dtype).contiguous(memory_format=torch.channels_last)
+    n = x.shape[0]
     both = net(torch.cat([x, x.flip(-1)])).float()
-    return (both[:len(x)] + both[len(x):]) / 2
+    return (both[:n] + both[n:]) / 2
 
 
 def unsure_score(logits: torch.Tensor) -> torch.Tensor:
