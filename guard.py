@@ -284,9 +284,10 @@ class Sweeper(threading.Thread):
             total, count = total - size, count - 1
             for tracked in self.demo.temp_file_sets:  # so Gradio forgets it too
                 tracked.discard(path)
-        for folder in folders[1:]:
-            with contextlib.suppress(OSError):  # not empty: fine
-                folder.rmdir()
+        for folder in folders[1:]:  # empty for a while: an upload being written may be inside a new one
+            with contextlib.suppress(OSError):  # not empty, or gone
+                if now - folder.stat().st_mtime > self.keep_s and not any(folder.iterdir()):
+                    folder.rmdir()
 
 
 def install(demo: gr.Blocks, keep_uploads_s: float) -> dict[str, Any]:
@@ -298,7 +299,7 @@ def install(demo: gr.Blocks, keep_uploads_s: float) -> dict[str, Any]:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):
-        sweeper = Sweeper(demo, keep_uploads_s, every_s=min(5.0, keep_uploads_s / 2))
+        sweeper = Sweeper(demo, keep_uploads_s, min(5.0, keep_uploads_s / 2), CACHE_BUDGET_BYTES, CACHE_BUDGET_FILES)
         sweeper.start()
         try:
             yield

@@ -91,9 +91,9 @@ def open_image(source: ImageInput, *, draft_size: int | None = 4 * IMAGE_SIZE) -
             raise ImageError(f"The file {path.name} is empty. Choose a photo ({_SUPPORTED}).")
         fp = path
     elif hasattr(source, "read"):
-        fp, start = source, source.tell()
-        nbytes = source.seek(0, io.SEEK_END) - start
-        source.seek(start)
+        fp = source if source.seekable() else io.BytesIO(source.read())
+        nbytes = fp.seek(0, io.SEEK_END)  # Pillow reads the file from its start
+        fp.seek(0)
     else:
         raise ImageError(f"Can't read a picture from an object of type {type(source).__name__}. "
                          "Pass a file path, the file's bytes, a binary file or a PIL image.")
@@ -103,7 +103,7 @@ def open_image(source: ImageInput, *, draft_size: int | None = 4 * IMAGE_SIZE) -
         _check_size(img.size)  # from the header: nothing is decoded yet
         if img.format in ("JPEG", "MPO"):
             if draft_size:
-                img.draft("RGB", (draft_size, draft_size))
+                img.draft("RGB", (draft_size, draft_size))  # pragma: no mutate (modes but L/YCbCr: ignored)
         else:
             _check_cost(img.size, img.format, nbytes)
         img.load()
@@ -174,16 +174,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("LA")  # premultiplied: Pillow converts it only to LA
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in img.info
     if not has_alpha:
-        return img if img.mode == "RGB" else img.convert("RGB")
+        return img.convert("RGB")  # a copy when it is RGB already
     rgba = img.convert("RGBA")  # also applies a palette's or an RGB/grey colour key's transparency
-    background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+    opaque = BACKGROUND + (255,)  # pragma: no mutate (Pillow clips an alpha of 256 to 255)
+    background = Image.new("RGBA", rgba.size, opaque)
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 def _high_depth_to_l(img: Image.Image) -> Image.Image:
     # Pillow's convert("L") clips 16-bit values at 255 (a 16-bit photo turns white): scale instead.
     raw = np.asarray(img)
-    a = np.nan_to_num(raw.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    a = np.nan_to_num(raw.astype(np.float64), posinf=0.0, neginf=0.0)  # NaN -> 0 by default
     if img.mode.startswith("I;16"):
         a = a / 257.0  # the 16-bit range -> 8 bits, whatever range this picture happens to use
     elif img.mode == "I" and a.size and a.max() > 255:
@@ -208,8 +209,9 @@ def center_square_resize(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Imag
         return img
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
-    return img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side),
-                      reducing_gap=3.0)
+    # equivalent mutants here: bicubic is Pillow's default
+    return img.resize((size, size), Image.Resampling.BICUBIC,  # pragma: no mutate (bicubic is the default)
+                      box=(left, top, left + side, top + side), reducing_gap=3.0)
 
 
 def to_uint8(source: ImageInput, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -220,7 +222,7 @@ def to_uint8(source: ImageInput, size: int = IMAGE_SIZE) -> np.ndarray:
     """
     img = open_image(source)
     try:
-        return np.array(center_square_resize(to_rgb(img), size), dtype=np.uint8)
+        return np.array(center_square_resize(to_rgb(img), size))  # uint8: the picture is RGB
     except ImageError:
         raise
     except (OSError, ValueError, TypeError, EOFError, MemoryError) as err:
@@ -240,6 +242,7 @@ def normalize(images: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Ten
     if images.ndim == 3:
         images = images.unsqueeze(0)
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    shape = (1, 3, 1, 1)  # pragma: no mutate ((3, 1, 1) broadcasts the same)
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
     return x.sub_(m).div_(s)

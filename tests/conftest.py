@@ -33,11 +33,11 @@ def wait_until(condition: Callable[[], object], timeout: float = 15.0, what: str
 
 
 @contextlib.contextmanager
-def serve(demo, **launch_overrides) -> Iterator[str]:
+def serve(demo, keep_uploads_s: float | None = None, **launch_overrides) -> Iterator[str]:
     """Launch ``demo`` on a free port of 127.0.0.1 with app.py's launch settings; yield its URL."""
     import app
 
-    kwargs = app.launch_kwargs() | {"mcp_server": False} | launch_overrides
+    kwargs = app.launch_kwargs(demo, keep_uploads_s or app.KEEP_UPLOADS_S) | {"mcp_server": False} | launch_overrides
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                             quiet=True, **kwargs)
     try:
