@@ -33,7 +33,8 @@ PHOTO = ROOT / "examples" / "cat_1.jpg"
 START, END = "<!-- deploy-command -->", "<!-- /deploy-command -->"
 # What a Space runs: the app, the library, the weights, the examples, the pins, the README (its
 # front matter configures the Space) and the licence that must travel with copies of the code.
-NEEDED = ["app.py", "cifar_model/*.py", "weights/*", "examples/*", "requirements.txt", "README.md"]
+NEEDED = ["app.py", "guard.py", "cifar_model/*.py", "static/*", "weights/*", "examples/*", "requirements.txt",
+          "README.md"]
 ALLOWED_EXTRA = {"LICENSE"}
 NEVER = ("tests/", "benchmarks/", "data/", "train/", "docs/", ".ci/", ".venv/", "runs/")
 # The format the README's block must have (also what a parser test reads).
@@ -43,14 +44,15 @@ Deploy:
 {START}
 ```bash
 hf upload your-name/cifar10-classifier . . --repo-type space \\
-  --include "app.py" --include "cifar_model/*.py" --include "weights/*" --include "examples/*" \\
+  --include "app.py" --include "guard.py" --include "cifar_model/*.py" --include "static/*" \\
+  --include "weights/*" --include "examples/*" \\
   --include "requirements.txt" --include "README.md" --include "LICENSE" \\
   --exclude "*/.*" --exclude "*/__pycache__/*"
 ```
 {END}
 """
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.served]
 
 
 def deploy_command(readme: str) -> list[str]:
@@ -165,13 +167,14 @@ def test_the_app_starts_from_exactly_those_files_and_predicts(upload: dict, tmp_
             assert server.poll() is None, f"app.py exited with {server.returncode}:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"app.py did not answer within 150 s:\n{log.read_text()[-3000:]}"
             time.sleep(0.25)
-        label, _ = Client(url, verbose=False).predict(handle_file(str(PHOTO)), api_name="/predict")
+        label, _, _ = Client(url, verbose=False).predict(handle_file(str(PHOTO)), api_name="/predict")
+        with urllib.request.urlopen(url + "live/model.onnx", timeout=10) as model:  # the Live tab's network
+            assert model.read() == (ROOT / "weights" / "model.onnx").read_bytes()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    expected = classifier.predict(PHOTO)[0]
-    assert label["label"] == max(expected, key=expected.get)
-    assert {c["label"] for c in label["confidences"]} == set(expected)
+    assert label["label"] == classifier.predict(PHOTO).top
+    assert {c["label"] for c in label["confidences"]} == set(classifier.classes)
 
 
 def _answers(url: str) -> bool:

@@ -14,8 +14,10 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 import app
+import guard
 from conftest import serve
 
+pytestmark = pytest.mark.served
 ROOT = Path(__file__).resolve().parent.parent
 CAT = ROOT / "examples" / "cat_1.jpg"
 
@@ -26,44 +28,44 @@ def mcp_url(classifier):
         yield url
 
 
-async def _call(url: str, tool: str, arguments: dict) -> tuple[list, object]:
+async def _call(url: str, tool: str, arguments: dict):
     async with streamable_http_client(url + "gradio_api/mcp/") as (read, write, _):
         async with ClientSession(read, write) as session:
             await session.initialize()
-            tools = (await session.list_tools()).tools
-            return tools, await session.call_tool(tool, arguments)
+            return await session.call_tool(tool, arguments)
 
 
-def test_tool_list_is_the_documented_endpoints_only(mcp_url):
+def text_of(result) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def test_the_tools_are_predict_and_explain_and_say_what_the_flag_means(mcp_url):
     schema = httpx.get(mcp_url + "gradio_api/mcp/schema", timeout=30).json()
-    names = {tool["name"] for tool in schema}
-    assert {"predict", "explain"} <= names
-    assert "live" not in names and not any("lambda" in n for n in names)  # private events are not tools
+    assert {"predict", "explain"} <= {t["name"] for t in schema}
+    assert not {"live", "load_example"} & {t["name"] for t in schema}  # private events are not tools
     predict = next(t for t in schema if t["name"] == "predict")
-    for words in ("ten CIFAR-10 classes", "32x32", "unsure", "calibrated"):
-        assert words in predict["description"]
-    assert "JPEG" in predict["inputSchema"]["properties"]["image"]["description"]
+    for words in ("ten CIFAR-10 classes", "32x32", "unsure flag", "none of the ten", "calibrated", "promise nothing"):
+        assert words in predict["description"], words
+    assert "base64" in predict["inputSchema"]["properties"]["image"]["description"]
 
 
-def test_agent_gets_the_ten_probabilities_for_a_base64_picture(mcp_url, classifier):
+def test_an_agent_gets_the_ten_probabilities_and_the_flag_for_a_base64_picture(mcp_url, classifier):
     data_url = "data:image/jpeg;base64," + base64.b64encode(CAT.read_bytes()).decode()
-    tools, result = asyncio.run(_call(mcp_url, "predict", {"image": data_url}))
-    assert "predict" in {t.name for t in tools}
+    result = asyncio.run(_call(mcp_url, "predict", {"image": data_url}))
     assert not result.isError, result.content
-    text = " ".join(c.text for c in result.content if c.type == "text")
-    label, notice = ast.literal_eval(text)  # Gradio 6.31 sends the outputs' Python repr as the tool's text
-    confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
-    expected = classifier.predict(str(CAT))[0]
-    assert set(confidences) == set(classifier.classes)
-    assert sum(confidences.values()) == pytest.approx(1.0, abs=1e-3)
-    for name, p in expected.items():
-        assert confidences[name] == pytest.approx(p, abs=1e-3)
-    assert label["label"] == max(expected, key=expected.get)
-    assert notice == ""  # a clear cat picture: no unsure notice
+    label, unsure, words = ast.literal_eval(text_of(result))  # Gradio 6.31 sends the outputs' repr as text
+    expected = classifier.predict(CAT)
+    assert {c["label"]: c["confidence"] for c in label["confidences"]} == pytest.approx(expected.probabilities, abs=1e-3)
+    assert label["label"] == expected.top and unsure is False and expected.top in words
 
 
-def test_a_server_path_is_refused_over_mcp_too(mcp_url):
-    _, result = asyncio.run(_call(mcp_url, "predict", {"image": "/etc/passwd"}))
-    text = " ".join(getattr(c, "text", "") for c in result.content)
-    assert result.isError or app.REFUSED in text or "Invalid file data" in text
-    assert "root:" not in text
+def test_a_url_or_a_server_path_is_refused_clearly_and_nothing_is_fetched(mcp_url):
+    for image in ("https://huggingface.co/some/picture.png", "/etc/passwd"):
+        result = asyncio.run(_call(mcp_url, "predict", {"image": image}))
+        assert result.isError and "base64" in text_of(result) and "root:" not in text_of(result)
+
+
+def test_a_message_over_the_mcp_limit_gets_the_limit_in_its_answer(mcp_url):
+    reply = httpx.post(mcp_url + "gradio_api/mcp/", content=b"x" * (guard.MAX_MCP_BYTES + 1),
+                       headers={"content-type": "application/json"})
+    assert reply.status_code == 413 and str(guard.MAX_MCP_BYTES // 1024) in reply.json()["detail"]

@@ -212,3 +212,50 @@ def test_each_refusal_is_one_log_line(served, caplog):
                                                               "fn_index": 1, "session_hash": "s"})
     lines = [r for r in caplog.records if r.name == "guard"]
     assert len(lines) == 1 and "422" in lines[0].getMessage() and lines[0].exc_info is None
+
+
+def test_a_full_queue_refuses_at_once_and_loses_no_one(classifier, monkeypatch):
+    gate, running = threading.Event(), []
+    real = classifier.predict
+    monkeypatch.setattr(classifier, "predict", lambda src: running.append(1) or (gate.wait(30) and real(src)))
+    demo = app.build_demo(classifier)
+    workers, size = app.QUEUE_KWARGS["default_concurrency_limit"], app.QUEUE_KWARGS["max_size"]
+    with serve(demo) as url:
+        paths = [httpx.post(url + "gradio_api/upload", files=[("files", (f"{i}.jpg", CAT.read_bytes() + bytes([i])))]
+                            ).json()[0] for i in range(workers + size + 1)]
+
+        def visit(i):  # a visitor of its own address: the share per client is not what is tested here
+            return call(url, "predict", {"path": paths[i]}, timeout=60)
+
+        monkeypatch.setattr(guard, "client_key", lambda scope: f"visitor-{id(scope)}")
+        with ThreadPoolExecutor(workers + size) as pool:
+            jobs = [pool.submit(visit, i) for i in range(workers + size)]
+            wait_until(lambda: len(running) == workers and len(demo._queue) == size, what="a full queue")
+            started = time.monotonic()
+            with pytest.raises(RuntimeError, match="503"):
+                visit(workers + size)
+            assert time.monotonic() - started < 2
+            gate.set()
+            assert all(job.result()["success"] for job in jobs)  # every waiting visitor got an answer
+
+
+def test_an_internal_error_shows_a_generic_sentence_and_no_trace(served, classifier, monkeypatch):
+    monkeypatch.setattr(classifier, "predict", lambda src: (_ for _ in ()).throw(RuntimeError("SECRET-42 at /srv")))
+    upload = httpx.post(served[1] + "gradio_api/upload", files=[("files", ("c.jpg", CAT.read_bytes() + b"e"))]).json()[0]
+    shown = json.dumps(call(served[1], "predict", {"path": upload}))
+    assert app.UNREADABLE in shown and "SECRET-42" not in shown and "Traceback" not in shown and str(ROOT) not in shown
+
+
+def test_the_file_routes_serve_uploads_and_examples_and_nothing_else(served):
+    url = served[1]
+    uploads = get_upload_folder()
+    refused = ["/etc/passwd", "%2Fetc%2Fpasswd", "app.py", f"{ROOT}/app.py", f"{ROOT}/weights/model.safetensors",
+               f"{ROOT}/.git/config", f"{uploads}/../../../etc/passwd", f"{uploads}/..%2f..%2f..%2fetc%2fpasswd",
+               uploads, "..%2f..%2f..%2f..%2fetc%2fpasswd"]
+    for path in refused:
+        reply = httpx.get(url + f"gradio_api/file={path}")
+        assert 400 <= reply.status_code < 500 and b"root:" not in reply.content, path
+    for path in ("/static/..%2f..%2f..%2f..%2fetc%2fpasswd", "/assets/..%2f..%2fapp.py", "/file=/etc/passwd"):
+        assert 400 <= httpx.get(url.rstrip("/") + path).status_code < 500, path
+    upload = httpx.post(url + "gradio_api/upload", files=[("files", ("mine.jpg", CAT.read_bytes()))]).json()[0]
+    assert httpx.get(url + f"gradio_api/file={upload}").content == CAT.read_bytes()
