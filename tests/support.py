@@ -163,8 +163,18 @@ def fn_index(url: str, api_name: str) -> int:
     return next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
 
 
+def upload(url: str, data: bytes, name: str = "picture.jpg", headers: dict | None = None) -> str:
+    """POST one file to the upload route as the page does -> its path on the server."""
+    import httpx
+
+    reply = httpx.post(url + "gradio_api/upload", files=[("files", (name, data))], headers=headers, timeout=60)
+    if reply.status_code != 200:
+        raise RuntimeError(f"upload refused: {reply.status_code} {reply.text}")
+    return reply.json()[0]
+
+
 def call(url: str, api_name: str, payload, *, session_hash: str | None = None, close_streams: bool = True,
-         timeout: float = 20.0) -> dict:
+         timeout: float = 20.0, headers: dict | None = None) -> dict:
     """Join the queue with ``[payload]`` for the event ``api_name`` and return its ``process_completed``
     message (a live stream is closed after its first answer, as the page's Stop button does, unless
     ``close_streams`` is False). Raises TimeoutError after ``timeout`` seconds, RuntimeError when the
@@ -177,12 +187,12 @@ def call(url: str, api_name: str, payload, *, session_hash: str | None = None, c
 
     session_hash = session_hash or uuid.uuid4().hex
     body = {"data": [payload], "fn_index": fn_index(url, api_name), "session_hash": session_hash}
-    joined = httpx.post(url + "gradio_api/queue/join", json=body, timeout=timeout)
+    joined = httpx.post(url + "gradio_api/queue/join", json=body, timeout=timeout, headers=headers)
     if joined.status_code != 200:
         raise RuntimeError(f"join refused: {joined.status_code} {joined.text}")
     deadline = time.monotonic() + timeout
     with httpx.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session_hash},
-                      timeout=timeout) as stream:
+                      timeout=timeout, headers=headers) as stream:
         for line in stream.iter_lines():
             if time.monotonic() > deadline:
                 break
@@ -190,7 +200,7 @@ def call(url: str, api_name: str, payload, *, session_hash: str | None = None, c
                 continue
             message = json.loads(line[5:])
             if message.get("msg") == "process_streaming" and close_streams:
-                httpx.post(url + f"gradio_api/stream/{message['event_id']}/close", timeout=timeout)
+                httpx.post(url + f"gradio_api/stream/{message['event_id']}/close", timeout=timeout, headers=headers)
             elif message.get("msg") == "process_completed":
                 return message
     raise TimeoutError(f"no answer from {api_name} within {timeout} s")
