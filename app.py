@@ -282,8 +282,8 @@ def build_demo(classifier: Classifier, warning: str | None = None) -> gr.Blocks:
                                         alt_text="The same picture, red where the model looked most")
                     legend = gr.Markdown(elem_id="legend")
                     unsure = gr.Checkbox(label="Unsure", visible=False)
-            gr.Examples([[f] for f in example_files()], inputs=[image], examples_per_page=10, elem_id="examples",
-                        label="Examples: real CIFAR-10 test pictures, one per class (click one)")
+            examples = gr.Examples([[f] for f in example_files()], inputs=[image], examples_per_page=10,
+                                   elem_id="examples", label="Examples: real CIFAR-10 test pictures, one per class")
         demo.live_files = live_files(weights)
         with gr.Tab("Live") as live_tab:
             gr.HTML(live_markup(weights, demo.live_files), js_on_load=LIVE_BOOT, elem_id="live")
@@ -296,13 +296,16 @@ def build_demo(classifier: Classifier, warning: str | None = None) -> gr.Blocks:
         with gr.Accordion("About these weights", open=False):
             gr.HTML(weights_panel(weights), elem_id="weights-panel")
 
-        # Any new picture (upload, snapshot, paste, example click, clear) triggers a prediction; the slower
-        # pictures follow in their own event, reusing what /predict computed. A failure clears every answer.
-        predicted = image.change(handlers.predict, image, [label, unsure, answer], api_name="predict",
-                                 preprocess=False)
-        predicted.success(handlers.explain, image, [seen, heat, legend], api_name="explain", preprocess=False)
-        predicted.failure(lambda: (None, False, "", None, None, ""), None, [label, unsure, answer, seen, heat, legend],
-                          api_visibility="private")
+        # A visitor's picture (upload, snapshot, paste, clear: `input`, which fires once, where Gradio 6.31's
+        # `change` fires twice when a picture replaces another) or an example click triggers a prediction; the
+        # slower pictures follow in their own event, reusing what /predict computed. A failure clears it all.
+        predict = {"fn": handlers.predict, "inputs": image, "outputs": [label, unsure, answer], "preprocess": False}
+        for api, predicted in (("predict", image.input(**predict, api_name="predict")),
+                               (None, examples.load_input_event.then(**predict, api_visibility="private"))):
+            named = {"api_name": "explain"} if api else {"api_visibility": "private"}
+            predicted.success(handlers.explain, image, [seen, heat, legend], preprocess=False, **named)
+            predicted.failure(lambda: (None, False, "", None, None, ""), None,
+                              [label, unsure, answer, seen, heat, legend], api_visibility="private")
         more.click(None, js="() => document.getElementById('probs').classList.toggle('all')")
         live_tab.select(None, js="() => { window.cifarLiveOpen?.(); }")
         cam.stream(handlers.predict_live, cam, [live_label, live_answer], api_name="live", api_visibility="private",

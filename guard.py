@@ -255,7 +255,8 @@ class Guard:
 
 class Sweeper(threading.Thread):
     """Deletes files in the upload folder ``keep_s`` seconds after they were last written, and past
-    ``max_bytes`` or ``max_files`` the oldest first; every ``every_s`` seconds, in this thread."""
+    ``max_bytes`` or ``max_files`` the oldest first; every ``every_s`` seconds, in this thread. The files
+    Gradio keeps for the page itself (``keep_in_cache``: the examples' copies) stay."""
 
     def __init__(self, demo: gr.Blocks, keep_s: float, every_s: float = 5.0, max_bytes: int = CACHE_BUDGET_BYTES,
                  max_files: int = CACHE_BUDGET_FILES) -> None:
@@ -277,9 +278,12 @@ class Sweeper(threading.Thread):
         files = sorted((e.stat(follow_symlinks=False).st_mtime, e.stat(follow_symlinks=False).st_size, e.path)
                        for folder in folders for e in os.scandir(folder) if e.is_file(follow_symlinks=False))
         total, count = sum(f[1] for f in files), len(files)
+        keep = {p for block in self.demo.blocks.values() for p in getattr(block, "keep_in_cache", ())}  # examples
         for mtime, size, path in files:
             if now - mtime <= self.keep_s and total <= self.max_bytes and count <= self.max_files:
                 break
+            if path in keep:
+                continue
             Path(path).unlink(missing_ok=True)
             total, count = total - size, count - 1
             for tracked in self.demo.temp_file_sets:  # so Gradio forgets it too

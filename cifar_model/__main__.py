@@ -20,13 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    failed = 0
+    failed = False
     for path in args.images:
         try:
             answer = clf.predict(path)
         except ImageError as err:
             print(f"{path}: error: {err}", file=sys.stderr)
-            failed += 1
+            failed = True
             continue
         top = sorted(answer.probabilities.items(), key=lambda kv: kv[1], reverse=True)[: max(1, args.top)]
         unsure = "unsure, probably none of the classes; closest: " if answer.unsure else ""

@@ -1,247 +1,186 @@
-"""metrics.json as one typed record (cifar_model.metrics) and the model card rendered from it
-(train/report.py + train/card_template.md), parsed back the way the Hub reads it."""
+"""The Hub-ready folder and its model card (train/report.py + train/card_template.md), read back the way
+the Hub reads it: every figure on the card is one of the run's metrics.json."""
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
-from cifar_model import CLASSES, CifarCNN
-from cifar_model.metrics import Metrics
-from train.report import render_card, widget_example, write_folder
+from cifar_model import CLASSES, Classifier, CifarCNN, Config, Metrics, Weights
+from cifar_model.weights import read_record
+from train import report
+from train.report import model_card, render_card, widget_example, write_folder
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cat_1.jpg"
 COMMAND = "python -m train --data cifar10-jpeg.tar.gz --out weights --epochs 2"
-LEGACY = Path(__file__).resolve().parent.parent / "weights" / "metrics.json"  # the bundled run's
 SRC = "https://huggingface.co/datasets/example/pictures/resolve/main/cat.jpg"
+RELIABILITY = [[0, 0.0, 0.0]] * 15
+RELIABILITY[5], RELIABILITY[13], RELIABILITY[14] = [100, 0.36, 0.35], [300, 0.9, 0.88], [600, 0.98, 0.975]
 
 
 def realistic(**changes) -> Metrics:
-    """A plausible run: 10 classes, 1,000 test pictures, calibrated on 5,000 held-out pictures."""
-    confusion = [[90 if i == j else (10 if j == (i + 1) % 10 else 0) for j in range(10)] for i in range(10)]
+    """A plausible calibrated run: 10 classes, 1,000 test pictures, 5,000 held out."""
     values = dict(
-        test_accuracy=0.9, test_images=1000, per_class_accuracy={c: 0.9 for c in CLASSES},
-        confusion_matrix=confusion, dataset="CIFAR-10 test split (JPEG q75 copy)",
-        data_source="cifar10-jpeg.tar.gz (sha256 abc)", train_images=45000, train_seconds=23.51,
-        hardware="1x NVIDIA H100 80GB HBM3", parameters=2211338, torch="2.11.0",
+        test_accuracy=0.9, test_images=1000, per_class_accuracy={c: (81 + i) / 100 for i, c in enumerate(CLASSES)},
+        confusion_matrix=[[90 if j == i else 10 if j == (i + 1) % 10 else 0 for j in range(10)] for i in range(10)],
+        dataset="CIFAR-10 test split (JPEG q75 copy)", data_source="cifar10-jpeg.tar.gz (sha256 abc)",
+        train_images=45000, train_seconds=23.51, hardware="1x NVIDIA H100 80GB HBM3", parameters=2211338,
+        torch="2.11.0", history=[{"epoch": 1, "train_loss": 1.9, "train_acc": 0.4, "val_acc": 0.5, "elapsed": 0.2}],
         config={"epochs": 2, "batch_size": 1024, "lr": 0.4, "momentum": 0.9, "weight_decay": 5e-4,
-                "label_smoothing": 0.2, "dropout": 0.0, "translate": 4, "cutout": 8, "ema": 0.0,
-                "whiten": True, "tta": True, "val_size": 5000, "seed": 0},
-        history=[{"epoch": 1, "train_loss": 1.9, "train_acc": 0.4, "val_acc": 0.5, "elapsed": 0.2}],
-        val_accuracy=0.9123, val_images=5000, compile_seconds=3.2,
-        temperature=0.8431, calibration_images=5000,
-        ece=0.0123, nll=0.3012, brier=0.1456,
-        ece_uncalibrated=0.0871, nll_uncalibrated=0.3921, brier_uncalibrated=0.1611,
+                "label_smoothing": 0.2, "dropout": 0.0, "translate": 4, "cutout": 8, "ema": 0.0, "whiten": True,
+                "val_size": 5000, "seed": 0},
+        val_accuracy=0.9123, val_images=5000, skipped_images=3, compile_seconds=3.2, command=COMMAND,
+        temperature=0.8431, ece=0.0123, nll=0.3012, brier=0.1456, ece_uncalibrated=0.0871, nll_uncalibrated=0.3921,
+        brier_uncalibrated=0.1611, reliability=RELIABILITY, unsure_rate=0.11, unsure_accuracy=0.5598,
+        sure_accuracy=0.9559,
     )
     return Metrics(**(values | changes))
 
 
-def widget() -> list[dict]:
-    return [widget_example(SRC, {"cat": 0.71, "dog": 0.2, "frog": 0.05, "bird": 0.04}, "a cat")]
+UNCALIBRATED = dict(val_images=0, val_accuracy=None, temperature=1.0, ece=None, nll=None, brier=None,
+                    ece_uncalibrated=None, nll_uncalibrated=None, brier_uncalibrated=None, reliability=None,
+                    unsure_rate=None, unsure_accuracy=None, sure_accuracy=None)
+
+
+def _text(m: Metrics, **kw) -> str:
+    return " ".join(model_card(m, **kw).text.split())  # one line: the template's line breaks don't matter
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
+def written(tmp_path_factory) -> tuple[Path, CifarCNN, Config]:
     out = tmp_path_factory.mktemp("card")
-    write_folder(CifarCNN(), out, realistic(), COMMAND, widget=widget())
-    return out
+    torch.manual_seed(0)
+    model, config = CifarCNN().eval(), Config(list(CLASSES), [0.45, 0.5, 0.4], [0.25, 0.22, 0.28], temperature=0.5)
+    write_folder(out, model, config, realistic())
+    return out, model, config
 
 
-def test_folder_holds_weights_metrics_and_our_card(folder):
-    assert {p.name for p in folder.iterdir()} >= {"model.safetensors", "config.json", "metrics.json", "README.md"}
-    saved = Metrics.load(folder / "metrics.json")
-    assert saved == replace(realistic(), command=COMMAND)
-    saved.save(folder.parent / "resaved.json")  # written by Metrics.save, byte for byte
-    assert (folder / "metrics.json").read_text() == (folder.parent / "resaved.json").read_text()
-    text = (folder / "README.md").read_text()
-    assert "pushed to the Hub using the [PytorchModelHubMixin]" not in text  # the mixin's default card was replaced
-    assert text.startswith("---\n") and text.count("\n---\n") == 1  # one front matter, made by ModelCardData
-    assert f"`{COMMAND}`" in text
+def test_score_counts_right_answers_per_class_and_the_confusion_matrix():
+    logits = torch.tensor([[3.0, 1, 0], [0, 2, 1], [0, 1, 2], [2, 0, 1], [0, 0, 5]])
+    got = report.score(logits, torch.tensor([0, 1, 1, 2, 2]), ["a", "b", "c"])
+    assert got == {"test_accuracy": 0.6, "test_images": 5, "per_class_accuracy": {"a": 1.0, "b": 0.5, "c": 0.5},
+                   "confusion_matrix": [[1, 0, 0], [0, 1, 1], [1, 0, 1]]}  # rows: true class, columns: predicted
 
 
-def test_card_metadata_follows_hub_conventions(folder):
-    data = ModelCard.load(folder / "README.md").data
-    assert data.library_name == "cifar_model"
-    assert data.pipeline_tag == "image-classification"
-    assert data.license == "mit"
-    assert "uoft-cs/cifar10" in data.datasets
+def test_hardware_names_the_gpu_or_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: f"GPU {index}")
+    monkeypatch.setattr(report.platform, "processor", lambda: "")
+    monkeypatch.setattr(report.platform, "machine", lambda: "x86_64")
+    for gpu, expected in ((True, "1x GPU 0"), (False, f"CPU (x86_64, {torch.get_num_threads()} threads)")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+        assert report.hardware() == expected
+
+
+def test_the_folder_holds_weights_config_metrics_card_and_this_models_answer(written):
+    out, model, config = written
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "metrics.json", "README.md",
+                                              "example.jpg"}
+    assert read_record(Metrics, out / "metrics.json") == realistic()
+    assert read_record(Config, out / "config.json") == config
+    assert (out / "example.jpg").read_bytes() == EXAMPLE.read_bytes()
+    text = (out / "README.md").read_text()  # one front matter, then the template
+    assert text.startswith("---\n") and text.count("\n---\n") == 1 and "\n# CIFAR-10 seed CNN\n" in text
+    answer = Classifier(Weights(model, config), precision="fp32").predict(EXAMPLE)
+    best = sorted(answer.probabilities.items(), key=lambda kv: -kv[1])[:3]
+    [example] = ModelCard.load(out / "README.md").data.get("widget")
+    assert example["src"] == "example.jpg" and example["example_title"]
+    assert [o["label"] for o in example["output"]] == [c for c, _ in best]
+    assert [o["score"] for o in example["output"]] == pytest.approx([p for _, p in best], abs=6e-5)
+
+
+def test_a_pushed_run_links_its_widget_picture_on_the_hub(tmp_path):
+    write_folder(tmp_path, CifarCNN().eval(), Config(list(CLASSES), [0.5] * 3, [0.2] * 3), realistic(repo_id="me/c"))
+    data = ModelCard.load(tmp_path / "README.md").data
+    assert data.get("widget")[0]["src"] == "https://huggingface.co/me/c/resolve/main/example.jpg"
+    assert data.model_name == "c"
+    assert 'Classifier.from_pretrained("me/c", revision=' in ModelCard.load(tmp_path / "README.md").text
+
+
+def test_card_metadata_follows_hub_conventions():
+    data = model_card(realistic(), widget=[widget_example(SRC, {"cat": 0.71, "dog": 0.2, "frog": 0.05, "bird": 0.04},
+                                                          "a cat")]).data
+    assert (data.library_name, data.pipeline_tag, data.license, data.model_name) == (
+        "cifar_model", "image-classification", "mit", "cifar10-seed-cnn")
+    assert data.datasets == ["uoft-cs/cifar10"] and {"image-classification", "cifar10"} <= set(data.tags)
     results = {r.metric_type: r for r in data.eval_results}
-    accuracy = results["accuracy"]
-    assert accuracy.metric_value == realistic().test_accuracy
-    assert (accuracy.task_type, accuracy.dataset_type, accuracy.dataset_split) == (
-        "image-classification", "uoft-cs/cifar10", "test")
-    assert results["ece"].metric_value == realistic().ece
-    [example] = data.get("widget")
-    assert example["src"] == SRC and example["example_title"] == "a cat"
-    assert example["output"] == [{"label": "cat", "score": 0.71}, {"label": "dog", "score": 0.2},
-                                 {"label": "frog", "score": 0.05}]
+    assert {k: r.metric_value for k, r in results.items()} == {"accuracy": 0.9, "ece": 0.0123} and data.metrics == [
+        "accuracy", "ece"]
+    for r in results.values():
+        assert (r.task_type, r.dataset_type, r.dataset_name, r.dataset_split) == (
+            "image-classification", "uoft-cs/cifar10", "CIFAR-10 test split (JPEG q75 copy)", "test")
+    assert data.get("widget") == [{"example_title": "a cat", "src": SRC, "output": [
+        {"label": "cat", "score": 0.71}, {"label": "dog", "score": 0.2}, {"label": "frog", "score": 0.05}]}]
+    assert widget_example(SRC, {"cat": 0.123456, "dog": 0.9}, top=1) == {"src": SRC, "output": [
+        {"label": "dog", "score": 0.9}]}
+    assert widget_example(SRC, {"cat": 0.123456}) == {"src": SRC, "output": [{"label": "cat", "score": 0.1235}]}
 
 
-def test_card_links_the_code_from_the_mixin(folder):
-    url = CifarCNN._hub_mixin_info.repo_url
-    assert url, "CifarCNN's PyTorchModelHubMixin has no repo_url"
-    assert url in (folder / "README.md").read_text()
+def test_card_body_has_the_figures_of_the_run():
+    text = _text(realistic())
+    for fact in ("2,211,338 parameters", "https://github.com/cifar10-demo/cifar10-seed-cnn",
+                 "**Test accuracy: 90.00%** on the 1,000 pictures of the CIFAR-10 test split (JPEG q75 copy)",
+                 "JPEG compression costs a few points", "| airplane | 81.0% |", "| truck | 90.0% |",
+                 "| airplane | 90 | 10 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 |", "| truck | 10 |" + " 0 |" * 8 + " 90 |",
+                 "Validation accuracy: 91.23% on 5,000 training pictures held out",
+                 "cifar10-jpeg.tar.gz (sha256 abc); 45,000 training pictures (3 pictures that could not be decoded",
+                 "1x NVIDIA H100 80GB HBM3; training time 23.5 s for 2 epochs", "warm-up took another 3 s",
+                 "batch 1024", "peaking at 0.4", "label smoothing 0.2", "cutout 8 px", "whitening init",
+                 "seed 0", f"`{COMMAND}`", "PyTorch 2.11.0"):
+        assert fact in text, fact
+    plain = _text(realistic(dataset="CIFAR-10 test split", skipped_images=0, compile_seconds=None, command=None,
+                            config=realistic().config | {"cutout": 0, "whiten": False, "ema": 0.999}))
+    for fact in ("JPEG compression", "could not be decoded", "warm-up", "cutout", "whitening", "Command:"):
+        assert fact not in plain, fact
+    assert "weight EMA 0.999" in plain and "weight EMA" not in text
 
 
-def test_card_body_has_the_figures(folder):
-    text = ModelCard.load(folder / "README.md").text
-    assert "**Test accuracy: 90.00%** on the 1,000 pictures of the CIFAR-10 test split (JPEG q75 copy)" in text
-    assert "JPEG compression costs a few points" in text
-    assert "| cat | 90.0% |" in text
-    assert "| airplane | 90 | 10 | 0 |" in text  # the confusion matrix's first row
-    assert "Validation accuracy: 91.23% on 5,000 training pictures held out." in text
-    assert "23.5 s for 2 epochs" in text and "cutout 8 px" in text
-
-
-def test_card_reports_calibration_before_and_after(folder):
-    text = ModelCard.load(folder / "README.md").text
-    assert "## Calibration" in text
-    assert "temperature T = 0.843" in text and "on 5,000 validation\npictures, never on the test split" in text
-    assert "| expected calibration error (ECE) | 8.71% | 1.23% |" in text
-    assert "| negative log-likelihood (NLL) | 0.392 | 0.301 |" in text
-    assert "| Brier score | 0.161 | 0.146 |" in text
-    assert "reliability.png" not in text  # no diagram in the folder, none on the card
-
-
-def test_render_card_shows_the_reliability_diagram_and_keeps_the_widget(tmp_path):
-    write_folder(CifarCNN(), tmp_path, realistic(), COMMAND, widget=widget())
-    (tmp_path / "reliability.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    metrics = replace(Metrics.load(tmp_path / "metrics.json"), ece=0.0099)  # calibration updated the figures
-    metrics.save(tmp_path / "metrics.json")
-    render_card(tmp_path)
-    card = ModelCard.load(tmp_path / "README.md")
-    assert "](reliability.png)" in card.text
-    assert "| expected calibration error (ECE) | 8.71% | 0.99% |" in card.text
-    assert card.data.get("widget") == widget()
-    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["ece"] == 0.0099
-
-
-def test_uncalibrated_run_has_no_calibration_section(tmp_path):
-    m = realistic(temperature=1.0, calibration_images=0, ece=None, nll=None, brier=None,
-                  ece_uncalibrated=None, nll_uncalibrated=None, brier_uncalibrated=None)
-    write_folder(CifarCNN(), tmp_path, m, COMMAND)
-    card = ModelCard.load(tmp_path / "README.md")
-    assert "## Calibration" not in card.text
-    assert [r.metric_type for r in card.data.eval_results] == ["accuracy"]
-    assert card.data.get("widget") is None
+def test_card_reports_calibration_reliability_and_the_unsure_rule():
+    text = _text(realistic())
+    for fact in ("## Calibration", "fitted on the 5,000 validation pictures", "T = 0.843",
+                 "| expected calibration error (ECE) | 8.71% | 1.23% |", "| Brier score | 0.161 | 0.146 |",
+                 "| negative log-likelihood (NLL) | 0.392 | 0.301 |", "| 33%–40% | 100 | 36.0% | 35.0% |",
+                 "| 87%–93% | 300 | 90.0% | 88.0% |",
+                 "| 93%–100% | 600 | 98.0% | 97.5% |", "## When the model is unsure",
+                 "fires on 11.0% of the pictures; the answer is right on 56.0% of those and on 95.6% of the others"):
+        assert fact in text, fact
+    assert text.count("| 0 | 0.0% | 0.0% |") == 0  # empty bins are left out
+    assert "n/a of those" in _text(realistic(unsure_rate=0.0, unsure_accuracy=None))
+    assert "| Brier score | n/a | 0.146 |" in _text(realistic(brier_uncalibrated=None))
+    assert "top probability | pictures" not in _text(realistic(reliability=None))
 
 
 @pytest.mark.parametrize("val_images", [0, 5000])
-def test_hold_out_sentence_is_true_for_the_run(tmp_path, val_images):
-    m = realistic(val_images=val_images, val_accuracy=0.9123 if val_images else None,
-                  calibration_images=val_images, temperature=0.8431 if val_images else 1.0)
-    write_folder(CifarCNN(), tmp_path, m, COMMAND)
-    text = " ".join(ModelCard.load(tmp_path / "README.md").text.split())
-    tuned = "the recipe was tuned on 5,000 training pictures held out for validation"
-    if val_images:
-        assert "The test split was used once, for this report; " + tuned in text
-        assert "held out no training pictures" not in text
-    else:
-        assert "the recipe was tuned" not in text
-        assert "This run held out no training pictures" in text
-        assert "nothing in this run was tuned on held-out data" in text
-        assert "Validation accuracy: none measured (no training pictures held out)" in text
-        assert "No temperature was fitted" in text and "| metric | value |" in text
+def test_the_hold_out_sentence_is_true_for_the_run(val_images):
+    text = _text(realistic(**({} if val_images else UNCALIBRATED)))
+    fitted = "the calibration and the unsure threshold were fitted on 5,000 training pictures held out for validation"
+    none = "This run held out no training pictures, so nothing could be calibrated without touching the test split"
+    assert (fitted in text, none in text) == (bool(val_images), not val_images)
+    assert ("Validation accuracy: none measured (no training pictures held out)" in text) is not val_images
 
 
-def test_metrics_round_trip_exactly(tmp_path):
-    m = realistic(repo_id="someone/cifar10", command=COMMAND, skipped_images=3)
-    m.save(tmp_path / "metrics.json")
-    text = (tmp_path / "metrics.json").read_text()
-    assert text.endswith("}\n") and text.startswith("{\n  \"test_accuracy\": 0.9,")
-    back = Metrics.load(tmp_path / "metrics.json")
-    assert back == m and asdict(back) == json.loads(text)
-    back.save(tmp_path / "again.json")
-    assert (tmp_path / "again.json").read_text() == text
+def test_an_uncalibrated_run_has_no_calibration_section(tmp_path):
+    card = model_card(realistic(**UNCALIBRATED))
+    assert "## Calibration" not in card.text and "## When the model is unsure" not in card.text
+    assert "| top probability |" not in card.text
+    assert [r.metric_type for r in card.data.eval_results] == ["accuracy"] and card.data.get("widget") is None
 
 
-def _write_with(tmp_path, field: str, value) -> Path:
-    raw = asdict(realistic())
-    raw[field] = value
-    path = tmp_path / "metrics.json"
-    path.write_text(json.dumps(raw))  # json writes NaN as the bare token NaN, as a careless writer would
-    return path
-
-
-@pytest.mark.parametrize(("field", "value"), [
-    ("test_accuracy", "0.9"),  # a string
-    ("test_accuracy", 91.2),  # a percentage, not a fraction
-    ("test_accuracy", math.nan),
-    ("test_accuracy", True),
-    ("val_accuracy", -0.1),
-    ("test_images", -1),
-    ("train_images", 4.5e4),  # a float where a count belongs
-    ("per_class_accuracy", {"cat": 81.9}),
-    ("per_class_accuracy", [0.9] * 10),
-    ("confusion_matrix", [[1, 2], [3, 4]]),
-    ("ece", math.inf),
-    ("nll", math.inf),
-    ("train_seconds", math.nan),
-    ("temperature", 0.0),
-    ("dataset", 10),
-    ("config", "lr=0.4"),
-    ("history", [1, 2]),
-])
-def test_load_rejects_a_wrong_field_naming_file_and_field(tmp_path, field, value):
-    path = _write_with(tmp_path, field, value)
-    with pytest.raises(ValueError) as err:
-        Metrics.load(path)
-    assert str(path) in str(err.value) and field in str(err.value)
-
-
-def test_load_rejects_a_missing_field(tmp_path):
-    raw = asdict(realistic())
-    del raw["test_accuracy"], raw["hardware"]
-    (tmp_path / "m.json").write_text(json.dumps(raw))
-    with pytest.raises(ValueError, match=r"m\.json: test_accuracy, hardware: missing"):
-        Metrics.load(tmp_path / "m.json")
-
-
-@pytest.mark.parametrize("content", ["{not json", "[0.9, 0.8]", '"0.9"', "", "null", "[" * 100_000 + "]" * 100_000,
-                                     " " * 10_000_001])
-def test_load_rejects_what_is_not_a_json_object(tmp_path, content):
-    path = tmp_path / "metrics.json"
-    path.write_text(content)
-    with pytest.raises(ValueError, match=str(path)):
-        Metrics.load(path)
-
-
-def test_load_rejects_a_missing_or_binary_file(tmp_path):
-    with pytest.raises(ValueError, match="nothing.json"):
-        Metrics.load(tmp_path / "nothing.json")
-    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(ValueError, match="bin.json"):
-        Metrics.load(tmp_path / "bin.json")
-
-
-def test_unknown_keys_are_ignored(tmp_path):
-    raw = asdict(realistic()) | {"added_by_a_later_version": [1, 2, 3]}
-    (tmp_path / "m.json").write_text(json.dumps(raw))
-    assert Metrics.load(tmp_path / "m.json") == realistic()
-
-
-def test_whole_numbers_load_as_floats(tmp_path):
-    m = Metrics.load(_write_with(tmp_path, "train_seconds", 32))  # JSON writes 32.0 as 32 in other tools
-    assert m.train_seconds == 32.0 and type(m.train_seconds) is float
-
-
-def test_constructor_checks_too():
-    with pytest.raises(ValueError, match="test_accuracy: must be a fraction"):
-        realistic(test_accuracy=91.2)
-    with pytest.raises(ValueError, match="val_accuracy: given, but val_images is 0"):
-        realistic(val_images=0)
-
-
-def test_legacy_bundled_metrics_load():
-    raw = json.loads(LEGACY.read_text())
-    m = Metrics.load(LEGACY)
-    assert m.test_accuracy == raw["test_accuracy"] and 0 < m.test_accuracy <= 1
-    assert m.per_class_accuracy == raw["per_class_accuracy"] and len(m.history) == len(raw["history"])
-    # Written before val_images existed: its hold-out is read from the config it was trained with.
-    assert m.val_images == raw.get("val_images", raw["config"]["val_size"])
-    if "calibration_images" not in raw:
-        assert (m.temperature, m.calibration_images, m.ece) == (1.0, 0, None)
+def test_render_card_takes_new_figures_and_keeps_the_widget(written, tmp_path):
+    out, _, _ = written
+    for p in out.iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    widget = ModelCard.load(tmp_path / "README.md").data.get("widget")
+    (tmp_path / "metrics.json").write_text(json.dumps(json.loads((out / "metrics.json").read_text()) | {"ece": 0.0099}))
+    render_card(tmp_path)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert "| expected calibration error (ECE) | 8.71% | 0.99% |" in card.text
+    assert card.data.get("widget") == widget and widget
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["ece"] == 0.0099
+    replaced = [widget_example(SRC, {"dog": 0.6})]
+    assert render_card(tmp_path, widget=replaced).data.get("widget") == replaced
+    (tmp_path / "README.md").unlink()  # no card yet: none to keep
+    assert render_card(tmp_path).data.get("widget") is None

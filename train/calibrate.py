@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from cifar_model import Classifier, Config, Metrics, Rule, tta_logits
+from cifar_model import Config, Metrics, Rule, load, tta_logits
 from cifar_model.classifier import unsure_score
 from cifar_model.weights import CONFIG_FILE, METRICS_FILE, read_record, write_record
 
@@ -67,7 +67,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return 100.0
     if slope(hi) <= 0:
         return 0.01
-    for _ in range(50):  # the bracket is 9.2 wide in log(1/T): 2^-50 of it is below float64's step
+    for _ in range(50):  # pragma: no mutate (9.2 wide in log(1/T): 2^-50 of it is below float64's step)
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
     return float(1 / math.exp((lo + hi) / 2))
@@ -94,7 +94,7 @@ def fit_top_label_map(logits: torch.Tensor, labels: torch.Tensor, temperature: f
     lo, hi = float(s.quantile(0.02)), float(s.quantile(0.98))
     centres = torch.linspace(lo, hi, steps + 2, dtype=torch.float64)[1:-1]
     width = max((hi - lo) / (steps + 1), 1e-3)
-    mean, std = s.mean(), s.std().clamp_min(1e-6)
+    mean, std = s.mean(), s.std(correction=0).clamp_min(1e-6)  # one picture: 0, not NaN
     theta = torch.zeros(steps + 2, dtype=torch.float64)  # bias, log slope, log step weights
     theta[2:] = -3.0
     theta.requires_grad_(True)
@@ -192,7 +192,7 @@ def calibrate_folder(folder: str | Path, data: str | datasets.Cifar, write: bool
                          "validation pictures to calibrate on (the test split must not be used).")
     cifar = data if isinstance(data, datasets.Cifar) else datasets.load(str(data))
     _, _, val_x, val_y = split_train_val(cifar.train_images, cifar.train_labels, val_size, seed)
-    weights = Classifier.from_pretrained(folder, precision="fp32").weights
+    weights = load(folder)
     val_logits = logits_of(weights.model, weights.config, val_x)
     test_logits = logits_of(weights.model, weights.config, cifar.test_images)
     val_y, test_y = torch.from_numpy(val_y), torch.from_numpy(cifar.test_labels)
@@ -201,9 +201,11 @@ def calibrate_folder(folder: str | Path, data: str | datasets.Cifar, write: bool
     log(f"{folder}: fitted on {len(val_y):,} validation pictures (val_size {val_size}, seed {seed}): "
         f"T = {config.temperature:.4f}, a {len(config.top_label_map)}-knot top-label map, unsure above "
         f"{config.unsure_threshold:.3f}")
-    log("| split | calibration | accuracy | mean top probability | ECE | NLL | Brier |\n| --- | --- | --- | --- | --- | --- | --- |")
+    log("| split | calibration | accuracy | mean top probability | ECE | NLL | Brier |")
+    log("| --- | --- | --- | --- | --- | --- | --- |")
     for split, logits, labels in (("validation", val_logits, val_y), ("test", test_logits, test_y)):
-        for name, probs in (("none", torch.softmax(logits, 1)), ("temperature", torch.softmax(logits / config.temperature, 1)),
+        for name, probs in (("none", torch.softmax(logits, 1)),
+                            ("temperature", torch.softmax(logits / config.temperature, 1)),
                             ("temperature + map", rule.calibrate(logits))):
             q = quality(probs, labels)
             log(f"| {split} | {name} | {(probs.argmax(1) == labels).double().mean():.2%} | "
