@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tests.support import call, fn_index, hostile_files, upload  # noqa: E402
+from tests.support import CHROMIUM, CHROMIUM_ARGS, FAKE_UI, call, fn_index, hostile_files, upload  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VISITOR, ATTACKER = {"x-forwarded-for": "8.8.8.8"}, {"x-forwarded-for": "9.9.9.9"}
@@ -95,6 +95,8 @@ def serve(args) -> None:
         blank = Answer(dict.fromkeys(clf.classes, 1 / len(clf.classes)), False, -1.0, np.zeros((32, 32, 3), np.uint8))
         clf.predict = lambda source: blank
         clf.heatmap = lambda answer: np.zeros((32, 32), np.float32)
+    if args.no_browser_model:  # onnxruntime-web not installed: the Live tab falls back to the server
+        app.ORT_DIR = Path(tempfile.mkdtemp())
     if args.loopback_downloads:  # 127.0.0.1 plays huggingface.co, which Gradio lets itself download from
         from gradio import processing_utils
         processing_utils.PUBLIC_HOSTNAME_WHITELIST.append("127.0.0.1")
@@ -383,6 +385,92 @@ def soak(args) -> None:
         print(f"  lost: {reason} (x{(lost + errors).count(reason)})")
 
 
+# Page code for the live measurement: when the page sent each frame, when the bars changed.
+TIMING_JS = """
+window.__sent = []; window.__changed = [];
+const send = window.fetch;
+window.fetch = (url, init) => { if (/stream\\/|queue\\/join/.test(String(url))) window.__sent.push(performance.now());
+                                return send(url, init); };
+new MutationObserver(() => window.__changed.push(performance.now()))
+  .observe(document, {subtree: true, attributes: true, attributeFilter: ['style', 'aria-valuenow']});
+"""
+
+
+def live(args) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from cifar_model import Classifier
+
+    def watch(page, url: str) -> dict:
+        seen = {"sent": 0, "downloaded": {}}
+        page.on("request", lambda r: seen.__setitem__("sent", seen["sent"] + len(r.post_data_buffer or b"")))
+        page.on("requestfinished", lambda r: r.url.startswith(url + "live/") and seen["downloaded"].__setitem__(
+            r.url.rsplit("/", 1)[1], r.sizes()["responseBodySize"]))
+        page.on("websocket", lambda ws: ws.on("framesent", lambda f: seen.__setitem__("sent", seen["sent"] + len(f))))
+        return seen
+
+    with tempfile.TemporaryDirectory() as tmp, server(Path(tmp)) as (url, *_), \
+            server(Path(tmp), "--no-browser-model") as (fallback_url, *_), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, FAKE_UI])
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        seen = watch(page, url)
+        page.goto(url)
+        page.get_by_role("tab", name="Live").click()
+        t0 = time.monotonic()
+        page.evaluate("async () => { window.__live = await window.cifarLive; }")
+        ready = time.monotonic() - t0
+        page.click(".live-start")
+        page.wait_for_function("() => window.__live.stats.frames > 5")
+        frames0, sent0 = page.evaluate("() => window.__live.stats.frames"), seen["sent"]
+        page.wait_for_timeout(10_000)
+        stats = page.evaluate("() => ({frames: window.__live.stats.frames, ms: window.__live.stats.ms})")
+        browser_sent = seen["sent"] - sent0
+        # The same network on the 500 test pictures enlarged 8x, in the page and in the library (fp32).
+        fp32 = Classifier.from_pretrained(precision="fp32")
+        agree, worst = 0, 0.0
+        for f in sorted((ROOT / "tests" / "data" / "cifar10-test-sample").glob("*/*.jpg")):
+            buf = io.BytesIO()
+            Image.open(f).resize((256, 256), Image.Resampling.NEAREST).save(buf, "PNG")
+            got = page.evaluate("""async (src) => { const img = new Image(); img.src = src; await img.decode();
+                const c = new OffscreenCanvas(img.width, img.height), x = c.getContext('2d'); x.drawImage(img, 0, 0);
+                const d = x.getImageData(0, 0, img.width, img.height);
+                return (await window.__live.classify(d.data, d.width, d.height)).probabilities; }""",
+                                "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+            want = list(fp32.predict(buf.getvalue()).probabilities.values())
+            agree += int(np.argmax(got) == np.argmax(want))
+            worst = max(worst, float(np.abs(np.array(got) - want).max()))
+        # The server's path: the same page where onnxruntime-web can't load.
+        server_page = browser.new_page(viewport={"width": 1366, "height": 768})
+        server_page.route("https://**", lambda route: route.abort())
+        server_page.add_init_script(TIMING_JS)
+        server_seen = watch(server_page, fallback_url)
+        server_page.goto(fallback_url)
+        server_page.get_by_role("tab", name="Live").click()
+        server_page.wait_for_function("() => document.body.classList.contains('live-fallback')")
+        server_page.locator("#live-server").get_by_text("Click to Access Webcam").click()
+        server_page.locator("#live-server").get_by_role("button", name="capture photo").click()
+        server_page.locator("#live-server [data-testid='label-output-value']").wait_for(state="visible")
+        sent0 = server_seen["sent"]
+        server_page.evaluate("() => { window.__sent = []; window.__changed = []; }")
+        server_page.wait_for_timeout(10_000)
+        sent, changed = server_page.evaluate("() => [window.__sent, window.__changed]")
+        server_sent = server_seen["sent"] - sent0
+        lags = [min((c - s for c in changed if c > s), default=None) for s in sent]
+        lags = [x for x in lags if x is not None]
+        browser.close()
+    n = stats["frames"] - frames0
+    print(f"Chromium headless, fake camera, 10 s each; {os.cpu_count()} CPUs shared with the server")
+    print("| | in the browser | on the server |\n| --- | --- | --- |")
+    print(f"| frames classified a second | {n / 10:.1f} | {len(sent) / 10:.1f} |")
+    print(f"| ms a frame (browser: resize + network; server: frame sent to the bars changing, median) | "
+          f"{statistics.median(stats['ms'][-n:]):.1f} | {statistics.median(lags) if lags else float('nan'):.0f} |")
+    print(f"| bytes sent to the server in 10 s | {browser_sent:,} | {server_sent:,} |")
+    print(f"first Live visit: {sum(seen['downloaded'].values()):,} bytes over the wire ("
+          + ", ".join(f"{k} {v:,}" for k, v in sorted(seen["downloaded"].items())) + f"), ready in {ready:.1f} s")
+    print(f"browser path vs Classifier (fp32) on the 500 test pictures enlarged 8x: top class agrees on {agree}/500, "
+          f"largest probability difference {worst:.1e}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.server", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -390,13 +478,15 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--floor", action="store_true")
     s.add_argument("--loopback-downloads", action="store_true")
+    s.add_argument("--no-browser-model", action="store_true")
     sub.add_parser("speed").add_argument("--requests", type=int, default=40)
     a = sub.add_parser("attacks")
     a.add_argument("--seconds", type=float, default=60)
     a.add_argument("--only", nargs="*", choices=list(ATTACKS))
     sub.add_parser("soak").add_argument("--minutes", type=float, default=45)
+    sub.add_parser("live")
     args = p.parse_args(argv)
-    {"serve": serve, "speed": speed, "attacks": attacks, "soak": soak}[args.command](args)
+    {"serve": serve, "speed": speed, "attacks": attacks, "soak": soak, "live": live}[args.command](args)
 
 
 if __name__ == "__main__":

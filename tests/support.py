@@ -204,3 +204,14 @@ def call(url: str, api_name: str, payload, *, session_hash: str | None = None, c
             elif message.get("msg") == "process_completed":
                 return message
     raise TimeoutError(f"no answer from {api_name} within {timeout} s")
+
+
+# =============================================================================================
+# Chromium, as the browser tests and the live benchmark start it: Debian's build (Playwright's own
+# download can't work here), headless, with a fake camera (a moving synthetic scene).
+# =============================================================================================
+
+CHROMIUM = __import__("os").environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--use-fake-device-for-media-stream"]
+FAKE_UI = "--use-fake-ui-for-media-stream"  # the camera allowed without asking

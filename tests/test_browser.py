@@ -32,14 +32,11 @@ from PIL import Image
 import app
 from cifar_model import CLASSES, Classifier, ImageError
 from conftest import serve
+from tests.support import CHROMIUM, CHROMIUM_ARGS as ARGS, FAKE_UI
 
 pytestmark = pytest.mark.served
 
 ROOT = Path(app.__file__).resolve().parent
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--use-fake-device-for-media-stream"]
-FAKE_UI = "--use-fake-ui-for-media-stream"  # the camera allowed without asking
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 DESKTOP = {"viewport": {"width": 1366, "height": 768}}
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
