@@ -101,7 +101,8 @@ def serve(args) -> None:
         from gradio import processing_utils
         processing_utils.PUBLIC_HOSTNAME_WHITELIST.append("127.0.0.1")
     demo = app.build_demo(clf)
-    demo.launch(server_name="127.0.0.1", server_port=args.port, quiet=True, **app.launch_kwargs(demo))
+    keep = float(os.environ.get("KEEP_UPLOADS_S", app.KEEP_UPLOADS_S))
+    demo.launch(server_name="127.0.0.1", server_port=args.port, quiet=True, **app.launch_kwargs(demo, keep))
 
 
 class Visitor(threading.Thread):
