@@ -192,16 +192,21 @@ def test_the_sweeper_deletes_old_files_then_the_oldest_past_its_budget(tmp_path,
         f.write_bytes(b"x" * size)
         os.utime(f, (now - age, now - age))
         files[i] = f
+    example = tmp_path / "ex" / "cat_1.jpg"  # the page's own copy of an example: kept whatever its age
+    example.parent.mkdir()
+    example.write_bytes(b"x")
+    os.utime(example, (now - 1000, now - 1000))
     tracked = {str(files[0])}
-    demo = SimpleNamespace(temp_file_sets=[tracked])
+    demo = SimpleNamespace(temp_file_sets=[tracked], blocks={1: SimpleNamespace(keep_in_cache={str(example)})})
     guard.Sweeper(demo, keep_s=60, max_bytes=25).sweep()
     assert [i for i, f in files.items() if f.exists()] == [3, 4]  # 100 s old: past age; then oldest to the budget
+    assert example.exists()
     assert tracked == set()  # Gradio forgets it too
     os.utime(tmp_path / "h0", (now - 100, now - 100))
     guard.Sweeper(demo, keep_s=60, max_bytes=25).sweep()
     assert not (tmp_path / "h0").exists() and (tmp_path / "h3").exists()  # empty for a while: its folder goes
-    guard.Sweeper(demo, keep_s=60, max_files=1).sweep()
-    assert [i for i, f in files.items() if f.exists()] == [4]
+    guard.Sweeper(demo, keep_s=60, max_files=2).sweep()
+    assert [i for i, f in files.items() if f.exists()] == [4] and example.exists()
 
 
 def test_image_source_opens_only_files_in_the_upload_folder(tmp_path, monkeypatch) -> None:
