@@ -226,6 +226,7 @@ def test_the_live_files_are_served_read_only_and_nothing_else(served):
 # --- the command line and launching ------------------------------------------------------------
 
 
+@served  # a Python process of its own
 def test_importing_app_does_nothing(tmp_path):
     env = os.environ | {"MODEL_REPO": "/nonexistent", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
     code = ("import cifar_model.classifier as c, cifar_model.weights as w\n"
