@@ -184,7 +184,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def _high_depth_to_l(img: Image.Image) -> Image.Image:
     # Pillow's convert("L") clips 16-bit values at 255 (a 16-bit photo turns white): scale instead.
     raw = np.asarray(img)
-    a = np.nan_to_num(raw.astype(np.float64), posinf=0.0, neginf=0.0)  # NaN -> 0 by default
+    # NaN -> 0 by default; astype(None) is float64 too
+    a = np.nan_to_num(raw.astype(np.float64), posinf=0.0, neginf=0.0)  # pragma: no mutate
     if img.mode.startswith("I;16"):
         a = a / 257.0  # the 16-bit range -> 8 bits, whatever range this picture happens to use
     elif img.mode == "I" and a.size and a.max() > 255:

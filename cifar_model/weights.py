@@ -218,7 +218,8 @@ def _check(value: Any, hint: Any, name: str) -> Any:
         return value
     container = origin or hint
     if not isinstance(value, container):
-        raise ValueError(f"{name}: must be {'a list' if container is list else 'an object'}, got {type(value).__name__}")
+        kind = "a list" if container is list else "an object"
+        raise ValueError(f"{name}: must be {kind}, got {type(value).__name__}")
     if container is list:
         return [_check(v, args[0], f"{name}[{i}]") for i, v in enumerate(value)] if args else value
     if not args:

