@@ -310,7 +310,8 @@ def speed(args) -> None:
             server(Path(tmp), "--floor") as (floor_url, *_):
         picture = Path(tmp) / "photo.jpg"
         picture.write_bytes(photo(0))
-        clients = {"app": Client(app_url, verbose=False), "floor": Client(floor_url, verbose=False)}
+        clients = {"app": Client(app_url, verbose=False, headers=VISITOR),
+                   "floor": Client(floor_url, verbose=False, headers=VISITOR)}
         lat: dict[str, list[float]] = {k: [] for k in clients}
         for i in range(args.requests + 5):  # alternating, so drift in the machine's load hits both
             for name, client in clients.items():
@@ -320,7 +321,7 @@ def speed(args) -> None:
                     lat[name].append(time.perf_counter() - t0)
         rate = {}
         for name, url in (("app", app_url), ("floor", floor_url)):
-            pool = [Client(url, verbose=False) for _ in range(8)]
+            pool = [Client(url, verbose=False, headers={"x-forwarded-for": f"8.8.4.{i}"}) for i in range(8)]
             t0 = time.perf_counter()
             threads = [threading.Thread(target=lambda c: [c.predict(handle_file(str(picture)), api_name="/predict")
                                                           for _ in range(10)], args=(c,)) for c in pool]

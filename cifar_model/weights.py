@@ -134,6 +134,10 @@ class Metrics:
     unsure_rate: float | None = field(default=None, metadata=_FRACTION)
     unsure_accuracy: float | None = field(default=None, metadata=_FRACTION)
     sure_accuracy: float | None = field(default=None, metadata=_FRACTION)
+    # ...and on pictures of none of the classes: set name ("dev", "report") -> share flagged, and how many.
+    outliers_flagged: dict[str, float] | None = field(default=None, metadata=_FRACTION)
+    outliers_pictures: dict[str, int] | None = None
+    finetune: dict | None = None  # python -m train.finetune's settings and cost, when the weights were fine-tuned
 
     def __post_init__(self) -> None:
         _check_fields(self)

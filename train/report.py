@@ -17,6 +17,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from cifar_model import CifarCNN, Classifier, Config, Metrics, Weights, save
 from cifar_model.weights import CARD_FILE, EXAMPLE_FILE, METRICS_FILE, read_record, write_record
 
+from .export import export_folder
+
 TEMPLATE = Path(__file__).with_name("card_template.md")
 DATASET_ID = "uoft-cs/cifar10"  # the Hub's CIFAR-10
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cat_1.jpg"  # the card's widget picture
@@ -58,6 +60,7 @@ def write_folder(out: Path, model: CifarCNN, config: Config, metrics: Metrics) -
     answer = Classifier(Weights(model, config), precision="fp32").predict(EXAMPLE)
     src = f"https://huggingface.co/{metrics.repo_id}/resolve/main/{EXAMPLE_FILE}" if metrics.repo_id else EXAMPLE_FILE
     render_card(out, widget=[widget_example(src, answer.probabilities, "a CIFAR-10 test picture")])
+    export_folder(out)  # model.onnx, for the browser
 
 
 def render_card(folder: Path, widget: list[dict] | None = None) -> ModelCard:
