@@ -143,10 +143,11 @@ class Classifier:
         answer = clf.predict("photo.jpg")            # Answer: .probabilities, .top, .unsure, .pixels
     """
 
-    def __init__(self, weights: Weights, *, precision: str = "auto") -> None:
-        """``precision``: ``"fp32"``, ``"bf16"``, or ``"auto"`` (the default; the ``CIFAR_PRECISION``
-        environment variable can set it): bf16 on CPUs with AMX, where it runs the network about twice
-        as fast for the same test accuracy (benchmarks/infer_speed.py)."""
+    def __init__(self, weights: Weights, *, precision: str = "fp32") -> None:
+        """``precision``: ``"fp32"`` (the default: the same answers on every CPU, and the browser's), ``"bf16"``,
+        or ``"auto"`` (the ``CIFAR_PRECISION`` environment variable, else bf16 on CPUs with AMX: about 1.4x as
+        fast on a photo-size upload, but a few answers near a class boundary move: 90.97% instead of 91.02%
+        on the test split; benchmarks/infer_speed.py)."""
         self.weights = weights
         self.classes: list[str] = list(weights.config.classes)
         self.dtype = _pick_precision(precision)
@@ -154,7 +155,7 @@ class Classifier:
 
     @classmethod
     def from_pretrained(cls, source: str | Path | None = None, revision: str | None = None, *,
-                        precision: str = "auto", **hub_kwargs) -> Classifier:
+                        precision: str = "fp32", **hub_kwargs) -> Classifier:
         """Load weights: ``None`` -> the bundled ``weights/``; a folder path -> that folder; anything
         else -> a Hugging Face Hub repo id, downloaded at ``revision`` (pin a commit sha for
         reproducibility). Extra keyword arguments go to ``huggingface_hub.snapshot_download``

@@ -4,6 +4,7 @@ the Hub reads it: every figure on the card is one of the run's metrics.json."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -78,9 +79,10 @@ def test_hardware_names_the_gpu_or_the_cpu(monkeypatch):
 def test_the_folder_holds_weights_config_metrics_card_and_this_models_answer(written):
     out, model, config = written
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "metrics.json", "README.md",
-                                              "example.jpg"}
+                                              "example.jpg", "model.onnx"}
     assert read_record(Metrics, out / "metrics.json") == realistic()
-    assert read_record(Config, out / "config.json") == config
+    written = read_record(Config, out / "config.json")
+    assert written.onnx_sha256 is not None and replace(written, onnx_sha256=None) == config  # and model.onnx's sha
     assert (out / "example.jpg").read_bytes() == EXAMPLE.read_bytes()
     text = (out / "README.md").read_text()  # one front matter, then the template
     assert text.startswith("---\n") and text.count("\n---\n") == 1 and "\n# CIFAR-10 seed CNN\n" in text

@@ -275,7 +275,7 @@ def test_amx_is_read_from_the_cpu_flags(monkeypatch, cpuinfo, expected):
 
 def test_bf16_runs_the_network_in_bf16_and_answers_close_to_fp32(monkeypatch, net):
     monkeypatch.setenv("CIFAR_PRECISION", "bf16")
-    clf = Classifier(Weights(net, CONFIG))  # "auto": the environment's choice
+    clf = Classifier(Weights(net, CONFIG), precision="auto")  # the environment's choice
     assert clf.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in clf.rule.net.parameters())
     pixels = _pixels(5, 36)
     got = np.array([list(a.probabilities.values()) for a in clf.answer(pixels)])

@@ -89,7 +89,8 @@ def test_the_wheel_requires_what_the_library_imports(wheel: Path) -> None:
                 if line.startswith("Requires-Dist:")]
     assert {canonical(r.name) for r in requires if not r.marker} == {
         "torch", "numpy", "pillow", "safetensors", "huggingface-hub"}
-    assert {r.name for r in requires if r.marker and r.marker.evaluate({"extra": "train"})} == {"torchvision", "tqdm"}
+    assert {r.name for r in requires if r.marker and r.marker.evaluate({"extra": "train"})} == {
+        "torchvision", "tqdm", "onnx", "onnxscript"}
     assert "Requires-Python: >=3.10" in metadata
 
 

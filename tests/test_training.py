@@ -346,7 +346,7 @@ def test_a_tiny_cpu_run_writes_a_calibrated_folder_the_library_loads(tree, tmp_p
     printed = capsys.readouterr().out
     assert "No GPU" in printed and "epoch   1/1" in printed and "test accuracy" in printed and "ECE" in printed
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "metrics.json", "README.md",
-                                              "example.jpg"}
+                                              "example.jpg", "model.onnx"}
     metrics, config = (json.loads((out / name).read_text()) for name in ("metrics.json", "config.json"))
     assert (metrics["train_images"], metrics["val_images"], metrics["test_images"]) == (90, 30, 40)
     assert config["temperature"] == metrics["temperature"] and len(config["top_label_map"]) == 48
@@ -356,6 +356,7 @@ def test_a_tiny_cpu_run_writes_a_calibrated_folder_the_library_loads(tree, tmp_p
     clf = Classifier.from_pretrained(out, precision="fp32")
     assert clf.weights.metrics.test_accuracy == metrics["test_accuracy"] and clf.weights.warning is None
     assert clf.weights.config.top_label_map == config["top_label_map"]
+    assert clf.weights.file("model.onnx") is not None  # exported, and its sha256 recorded in config.json
     accuracy = {r.metric_type: r.metric_value for r in ModelCard.load(out / "README.md").data.eval_results}["accuracy"]
     assert accuracy == metrics["test_accuracy"]
 
