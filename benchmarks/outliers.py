@@ -1,13 +1,6 @@
-"""Three sets of pictures of none of the ten classes, split by source, for the unsure rule.
-
-    python -m benchmarks.outliers --fetch      # download the sources into --cache first (pip, apt-get)
-    python -m benchmarks.outliers              # build --out/outliers_{train,dev,report}.npz and a manifest
-
-train: for outlier exposure (python -m train.finetune); dev: to choose methods and thresholds; report: scored
-once. Each source (a Debian package or a wheel) lies in one split, with all crops of its files; synthetic
-pictures are in train only. Every picture goes through the library's preprocessing (RGB, centre square, 32x32);
-large ones also give random square crops. Each npz holds images (N x 32 x 32 x 3 uint8) and per picture its
-source, category, filename and kind (whole, crop or synthetic). Sources, licences, exclusions: outliers.md.
+"""``python -m benchmarks.outliers [--fetch]``: pictures of none of the ten classes in three sets split by source,
+train (for python -m train.finetune), dev and report, as outliers_<set>.npz: images (N x 32 x 32 x 3 uint8) and per
+picture its source, category, filename and kind (whole, crop, synthetic). How, and from what: benchmarks/outliers.md.
 """
 
 import argparse
@@ -18,10 +11,9 @@ import json
 import os
 import re
 import struct
+import shutil
 import subprocess
 import sys
-import tarfile
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -33,28 +25,22 @@ from train import data
 from train.recipe import split_train_val
 
 CACHE = Path.home() / ".cache" / "cifar_demo" / "outliers"
-WHEELS = ["scikit-image==0.26.0", "scikit-learn==1.9.1", "matplotlib==3.11.2"]
-PILLOW = "pillow==12.3.0"  # the sdist's Tests/images
-DEBS = ["opencv-doc", "povray-examples", "gimp-data", "openshot-qt", "gimp-help-en", "blender-data", "digikam-data",
-        "gimp-data-extras", "mypaint-data", "mypaint-data-extras", "visp-images-data", "hugin-data",
-        "stellarium-data", "krita-data", "imagemagick-6-doc"]
 IMG = re.compile(r".*\.(jpe?g|png|tiff?|bmp|gif|webp|ppm|pgm|pat)$", re.I)
-CATEGORIES = ["scenery", "buildings", "plants", "objects", "textures", "abstract", "synthetic"]
 
 
-def S(name, split, paths, *, skip=(), drop="", keep="", cat=(), default="objects", minside=48, per_dir=0,
+def S(name, split, paths, *, skip=(), drop="", keep="", cat="", default="objects", minside=48, per_dir=0,
       sky=False, crops=True):
-    """A source. paths: globs in the cache; skip: regexes on paths; drop: names (with [..] ranges) of pictures
-    of the ten classes; keep: only these; cat: (regex, category), else default; per_dir: frames a folder."""
+    """paths: globs in the cache; drop/keep: file-name patterns; cat: "regex=category" rules, else default."""
     drop, keep = (re.compile("|".join(map(fnmatch.translate, s.split()))) if s else None for s in (drop, keep))
-    return dict(name=name, split=split, paths=paths, skip=skip, drop=drop, keep=keep, cat=cat, default=default,
-                minside=minside, per_dir=per_dir, sky=sky, crops=crops)
+    return dict(name=name, split=split, paths=paths, skip=skip, drop=drop, keep=keep, default=default, minside=minside,
+                per_dir=per_dir, sky=sky, crops=crops, cat=[rule.rsplit("=", 1) for rule in cat.split()])
 
 
 OCV = "ex/opencv-doc/usr/share/doc/opencv-doc/"
 SOURCES = [  # the order is part of the sets' hashes
     S("opencv-doc", "train", [OCV + "examples/**/*", OCV + "opencv4/html/*", OCV + "opencv4/html/*/*/*"],
-      skip=[r"/html/d[0-9a-f]/d[0-9a-f]{2}/", r"/html/(search|form|bc_|closed|open|doc|folder|nav|splitbar|sync_|tab_)"],
+      skip=[r"/html/d[0-9a-f]/d[0-9a-f]{2}/",
+            r"/html/(search|form|bc_|closed|open|doc|folder|nav|splitbar|sync_|tab_)"],
       drop="""chicky_512.png home.jpg licenseplate_motion.jpg 000.jpg [5-8].png scenetext0[16].jpg peilin_plane.png
       11.jpg 11_demo.jpg Bounding_Rects_Circles_Result.jpg Bounding_Rects_Circles_Source_Image.jpg
       Bounding_Rotated_Ellipses_Result.jpg Bounding_Rotated_Ellipses_Source_Image.jpg
@@ -65,13 +51,15 @@ SOURCES = [  # the order is part of the sets' hashes
       Morphology_1_Tutorial_Original_Image.jpg Pyramids_Tutorial_Original_Image.jpg Pyramids_Tutorial_PyrDown_Result.jpg
       Pyramids_Tutorial_PyrUp_Result.jpg Remap_Tutorial_Original_Image.jpg Remap_Tutorial_Result_[0-3].jpg
       Remap_Tutorial_Theory_[01].jpg Template_Matching_Correl_Result_[0-5].jpg Template_Matching_Image_Result.jpg
-      Template_Matching_Mask_Example.jpg Template_Matching_Original_Image.jpg Template_Matching_Template_Theory_Result.jpg
-      Template_Matching_Template_Theory_Sliding.jpg Template_Matching_Template_Theory_Summary.jpg
-      Threshold_Tutorial_Original_Image.jpg Threshold_Tutorial_Result_Binary_Inverted.jpg
-      Threshold_Tutorial_Result_Zero.jpg VideoDemo_RGB_PETS2006.jpg aero_det.jpg aero_thresh_det.jpg bus_det.jpg
-      camshift_result.jpg cat_det.jpg filter_2d_tutorial_kernel_theory.png meanshift_result.jpg motion_original.jpg"""),
+      Template_Matching_Mask_Example.jpg Template_Matching_Original_Image.jpg
+      Template_Matching_Template_Theory_Result.jpg Template_Matching_Template_Theory_Sliding.jpg
+      Template_Matching_Template_Theory_Summary.jpg Threshold_Tutorial_Original_Image.jpg
+      Threshold_Tutorial_Result_Binary_Inverted.jpg Threshold_Tutorial_Result_Zero.jpg VideoDemo_RGB_PETS2006.jpg
+      aero_det.jpg aero_thresh_det.jpg bus_det.jpg camshift_result.jpg cat_det.jpg filter_2d_tutorial_kernel_theory.png
+      meanshift_result.jpg motion_original.jpg"""),
     S("povray-examples", "train", ["ex/povray-examples/usr/share/doc/povray/**/*"]),
-    S("gimp-data-patterns", "train", ["ex/gimp-data/usr/share/gimp/2.0/patterns/**/*.pat"], default="textures", minside=16),
+    S("gimp-data-patterns", "train", ["ex/gimp-data/usr/share/gimp/2.0/patterns/**/*.pat"], minside=16,
+      default="textures"),
     S("openshot-transitions", "train", ["ex/openshot-qt/usr/lib/python3/dist-packages/openshot_qt/transitions/**/*"],
       default="abstract", crops=False),
     S("pillow-tests", "train", ["ex/pillow/pillow-12.3.0/Tests/images/**/*"], minside=32, default="abstract",
@@ -88,9 +76,9 @@ SOURCES = [  # the order is part of the sets' hashes
       quickie-jpeg-dialog.png quickie-jpeg-dialog2-preview.png quickie-jpeg-dialog2.png
       apple-orchard-truck-from-camera.jpg apple-orchard-truck-tone-mapped-with-Exposur.jpg
       auto-stretch-contrast-mask.jpg truck-tone-mapped-using-gegl-mantuik.jpg cairo-progress-indicator.png""",
-      cat=[(r"taj", "buildings"), (r"little_planet|pan-project|tone-mapping|landscape|sky|cloud", "scenery"),
-           (r"zinnia|cosmos|sunflower|flower|rose|kvitveis|daisy|leaf|leaves|tree|plant|globe", "plants")]),
-    S("blender-studiolights", "dev", ["conv/blender_*.png"], cat=[(r"blender_world", "scenery"), (r"matcap", "abstract")]),
+      cat="""taj=buildings little_planet|pan-project|tone-mapping|landscape|sky|cloud=scenery
+      zinnia|cosmos|sunflower|flower|rose|kvitveis|daisy|leaf|leaves|tree|plant|globe=plants"""),
+    S("blender-studiolights", "dev", ["conv/blender_*.png"], cat="world=scenery matcap=abstract"),
     S("digikam-data", "dev", ["ex/digikam-data/**/*"], default="textures",  # (4 copies of GIMP patterns left out)
       keep="""body-background.jpg bluejean-texture.png bricks-texture.png bricks2-texture.png burlap-texture.png
       canvas-texture.png cellwood-texture.png chalk-pattern.png craters-pattern.png fabric-texture.png
@@ -98,49 +86,46 @@ SOURCES = [  # the order is part of the sets' hashes
       metalwire-texture.png modern-texture.png moss-texture.png paper-pattern.png paper-texture.png paper2-texture.png
       pine-pattern.png pink-pattern.png rain-pattern.png rock-pattern.png stone-texture.png wall-pattern.png
       wall-texture.png wood-pattern.png brownCard.png sample-aix.png summer.png assistant-tripod.png""",
-      cat=[(r"body-background|summer|sample-aix", "scenery"), (r"tripod", "objects")]),
+      cat="body-background|summer|sample-aix=scenery tripod=objects"),
     S("gimp-data-extras", "dev", ["ex/gimp-data-extras/**/*.pat"], default="textures", minside=16),
     S("mypaint-backgrounds", "dev", ["ex/mypaint-data/usr/share/mypaint/backgrounds/**/*",
                                      "ex/mypaint-data-extras/**/*"], default="textures", minside=20),
     S("visp-images", "dev", ["ex/visp-images-data/**/*"], per_dir=3, minside=64),
     S("hugin-data", "report", ["ex/hugin-data/**/*"], minside=100, default="buildings",
-      cat=[(r"Lamp|PC_img|Celeste|CA_|SB_|Interpolate|Aliasing|Parallax", "objects"),
-           (r"LagardePont|Little_planet|Tuebingen", "scenery")]),
+      cat="""Lamp|PC_img|Celeste|CA_|SB_|Interpolate|Aliasing|Parallax=objects
+      LagardePont|Little_planet|Tuebingen=scenery"""),
     S("scikit-image", "report", ["x/skimage/data/*"], drop="chelsea.png horse.png", minside=32,
-      cat=[(r"brick|grass|gravel", "textures"), (r"coffee|coins|motorcycle|rocket|astronaut|camera", "objects"),
-           (r".", "abstract")]),
-    S("scikit-learn", "report", ["x/sklearn/datasets/images/*"], cat=[(r"china", "buildings"), (r"flower", "plants")]),
-    S("matplotlib-sample", "report", ["x/matplotlib/mpl-data/sample_data/*"],
-      cat=[(r"hopper", "objects"), (r".", "abstract")]),
+      cat="brick|grass|gravel=textures coffee|coins|motorcycle|rocket|astronaut|camera=objects .=abstract"),
+    S("scikit-learn", "report", ["x/sklearn/datasets/images/*"], cat="china=buildings flower=plants"),
+    S("matplotlib-sample", "report", ["x/matplotlib/mpl-data/sample_data/*"], cat="hopper=objects .=abstract"),
     S("stellarium-landscapes", "report", ["ex/stellarium-data/usr/share/stellarium/landscapes/*/*"], default="scenery",
       sky=True, keep="""garching-gl[1-4].png garching-ground3.png grossmugl_leeberg_crop11.25_2048.png
       guereins[1-8b].png hurricane[1-8b].png ocean[1-9].png mars.png apollo17.png trees_512.png"""),
     S("krita-data", "report", ["ex/krita-data/usr/share/krita/**/*"], drop="banner.png", minside=64, default="textures",
       skip=[r"preset_icons|/icons/|qmlthemes|donation|paintoppresets"],
-      cat=[(r"template|header|busy|kritasketch", "abstract")]),
+      cat="template|header|busy|kritasketch=abstract"),
     S("imagemagick-doc", "report", ["ex/imagemagick-6-doc/**/*"], drop="examples.jpg montage-sample-framed.jpg",
-      minside=40, cat=[(r"bluebells|rose", "plants"), (r"granite", "textures"), (r".", "abstract")]),
+      minside=40, cat="bluebells|rose=plants granite=textures .=abstract"),
 ]
+DEBS = """opencv-doc povray-examples gimp-data openshot-qt gimp-help-en blender-data digikam-data gimp-data-extras
+mypaint-data mypaint-data-extras visp-images-data hugin-data stellarium-data krita-data imagemagick-6-doc""".split()
 SKIES = [((70, 120, 200), (170, 200, 235)), ((120, 150, 190), (210, 215, 225)), ((150, 150, 155), (205, 205, 205)),
          ((40, 50, 110), (230, 140, 80)), ((25, 30, 60), (90, 80, 110)), ((95, 160, 225), (225, 235, 245))]
 
 
 def fetch(cache: Path) -> None:
     """Download and unpack the sources: wheels -> x/, packages -> ex/, Blender's HDR worlds tone-mapped -> conv/."""
-    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(cache / "dl")]
-    subprocess.run(pip + ["--only-binary", ":all:", *WHEELS], check=True)
-    subprocess.run(pip + ["--no-binary", ":all:", PILLOW], check=True)
-    subprocess.run(["apt-get", "download", *DEBS], cwd=cache / "dl", check=True)
-    for whl in sorted((cache / "dl").glob("*.whl")):
-        with zipfile.ZipFile(whl) as z:
-            wanted = r"(skimage/data|sklearn/datasets/images|mpl-data/sample_data)/"
-            z.extractall(cache / "x", [m for m in z.namelist() if re.search(wanted, m)])
-    with tarfile.open(next((cache / "dl").glob("pillow-*.tar.gz"))) as t:
-        t.extractall(cache / "ex/pillow", [m for m in t.getmembers() if "/Tests/images/" in m.name], filter="data")
+    dl = cache / "dl"
+    for args in (["--only-binary", ":all:", "scikit-image==0.26.0", "scikit-learn==1.9.1", "matplotlib==3.11.2"],
+                 ["--no-binary", ":all:", "pillow==12.3.0"]):  # Pillow: its source's Tests/images
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(dl), *args], check=True)
+    subprocess.run(["apt-get", "download", *DEBS], cwd=dl, check=True)
+    for whl in sorted(dl.glob("*.whl")):
+        shutil.unpack_archive(whl, cache / "x", "zip")
+    shutil.unpack_archive(next(dl.glob("pillow-*.tar.gz")), cache / "ex/pillow")
     for d in DEBS:
-        subprocess.run(["dpkg", "-x", str(next((cache / "dl").glob(f"{d}_*.deb"))), str(cache / "ex" / d)], check=True)
+        subprocess.run(["dpkg", "-x", str(next(dl.glob(f"{d}_*.deb"))), str(cache / "ex" / d)], check=True)
     import OpenEXR  # pip install OpenEXR: only to read these files
-
     (cache / "conv").mkdir(exist_ok=True)
     for f in sorted((cache / "ex/blender-data/usr/share/blender/datafiles/studiolights").glob("*/*.exr")):
         ch = OpenEXR.File(str(f)).channels()
@@ -167,9 +152,8 @@ def read_rgb(path: str, rng: np.random.Generator | None) -> Image.Image:
     if rng is None or img.mode not in ("RGBA", "LA", "P"):
         return to_rgb(img)
     top, bottom = SKIES[rng.integers(len(SKIES))]
-    t = np.linspace(0, 1, img.height)[:, None, None]
-    sky = (np.array(top) * (1 - t) + np.array(bottom) * t) * np.ones((1, img.width, 1))
-    sky = Image.fromarray(sky.astype(np.uint8))
+    t = np.linspace(0, 1, img.height)[:, None, None] * np.ones((1, img.width, 1))
+    sky = Image.fromarray((np.array(top) * (1 - t) + np.array(bottom) * t).astype(np.uint8))
     return Image.alpha_composite(sky.convert("RGBA"), img.convert("RGBA")).convert("RGB")
 
 
@@ -182,21 +166,15 @@ def graphic_share(img: Image.Image) -> float:
     return float(np.sort(counts)[::-1][:4].sum() / a[..., 0].size)
 
 
-def to32(img: Image.Image) -> np.ndarray:
-    return np.asarray(center_square_resize(img, 32), dtype=np.uint8)
-
-
 def list_files(src: dict, cache: Path) -> list[tuple[str, str]]:
-    """(path, path inside its package) of the source's pictures, sorted, each content once."""
-    seen, groups = set(), {}
+    """(path, path inside its package) of the source's pictures, sorted."""
+    first, groups = {}, {}
     for p in sorted({p for pattern in src["paths"] for p in glob.glob(str(cache / pattern), recursive=True)}):
         rel, name = os.path.relpath(p, cache).split(os.sep, 1)[1], os.path.basename(p)
         if (not os.path.isfile(p) or not IMG.match(name) or any(re.search(r, rel) for r in src["skip"])
                 or (src["drop"] and src["drop"].match(name)) or (src["keep"] and not src["keep"].match(name))):
             continue
-        digest = hashlib.md5(Path(p).read_bytes()).hexdigest()
-        if digest not in seen:
-            seen.add(digest)
+        if first.setdefault(hashlib.md5(Path(p).read_bytes()).hexdigest(), p) == p:  # each content once
             groups.setdefault(os.path.dirname(p) if src["per_dir"] else "", []).append((p, rel))
     out = []
     for files in groups.values():  # per_dir: a few frames spread over each folder of a video-like sequence
@@ -206,7 +184,7 @@ def list_files(src: dict, cache: Path) -> list[tuple[str, str]]:
 
 
 def build_real(src: dict, cache: Path, rng: np.random.Generator) -> list[tuple]:
-    rows, kept, skipped = [], 0, 0
+    rows = []
     for path, rel in list_files(src, cache):
         try:
             img = read_rgb(path, rng if src["sky"] else None)
@@ -216,27 +194,24 @@ def build_real(src: dict, cache: Path, rng: np.random.Generator) -> list[tuple]:
             photo = graphic_share(img) < 0.45
             cat = next((c for rx, c in src["cat"] if re.search(rx, rel, re.I)),
                        src["default"] if photo or src["default"] in ("textures", "abstract") else "abstract")
-            items = [("whole", to32(img))]
+            items = [("whole", np.asarray(center_square_resize(img, 32)))]
             k = (0 if side < 96 else 1 if side < 192 else 3 if side < 384 else 6) if photo else int(side >= 128)
             for _ in range(k if src["crops"] else 0):  # random squares of 30-85% of the short side
                 s = int(max(48, rng.uniform(0.3, 0.85) * side))
                 x, y = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
-                items.append(("crop", to32(img.crop((x, y, x + s, y + s)))))
+                items.append(("crop", np.asarray(center_square_resize(img.crop((x, y, x + s, y + s)), 32))))
         except Exception:  # unreadable files (Pillow's tests hold many on purpose)
-            skipped += 1
             continue
-        kept += 1
         rows += [(a, cat, src["name"], rel, kind) for kind, a in items]
-    print(f"{src['split']:6s} {src['name']:22s} files {kept:5d} pictures {len(rows):6d} (unreadable: {skipped})")
+    print(f"{src['split']:6s} {src['name']:22s} files {len({r[3] for r in rows}):5d} pictures {len(rows):6d}")
     return rows
 
 
 def fractal(rng, size=96):
     """A random iterated-function-system fractal (as in PixMix / FractalDB), coloured."""
     n = int(rng.integers(2, 5))
-    A = rng.uniform(-1, 1, (n, 2, 2))
-    while not all(abs(np.linalg.det(a)) < 0.9 for a in A):
-        A = rng.uniform(-1, 1, (n, 2, 2))
+    while not (abs(np.linalg.det(A := rng.uniform(-1, 1, (n, 2, 2)))) < 0.9).all():  # contractions only
+        pass
     b, p = rng.uniform(-1, 1, (n, 2)), np.abs(np.linalg.det(A)) + 0.05
     pts = rng.uniform(-1, 1, (30000, 2))  # the chaos game, all points at once
     for _ in range(30):
@@ -253,7 +228,6 @@ def fractal(rng, size=96):
 
 
 def noise(rng, size=64):
-    """Uniform or Gaussian noise, or smooth multi-octave noise (tinted grey half of the time)."""
     k = rng.integers(3)
     if k == 0:
         return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -271,7 +245,6 @@ def noise(rng, size=64):
 
 
 def gradient(rng, size=64):
-    """A linear or radial gradient, stripes, checks or a flat colour, between two colours."""
     c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
     k = rng.integers(5)
@@ -296,7 +269,6 @@ WORDS = ("the quick brown fox jumps over lazy dog hello world total price menu p
 
 
 def drawing(rng, text: bool, size=96):
-    """Words in random fonts, or ellipses, rectangles and triangles, on a flat colour."""
     bg = tuple(int(v) for v in rng.integers(0, 256, 3))
     img = Image.new("RGB", (size, size), bg)
     d = ImageDraw.Draw(img)
@@ -327,11 +299,11 @@ def shuffled(x, rng, tile):
 
 
 def synthetic(rng, cifar_train: np.ndarray, textures: list) -> list[tuple]:
-    """6,100 pictures: fractals, noise, gradients, text, shapes, shuffled CIFAR training pictures, and
-    shuffled ones dominated (PixMix-style, added or multiplied) by a fractal or a texture."""
+    """Fractals, noise, gradients, text, shapes, shuffled CIFAR pictures and PixMix-style mixes of them: 6,100."""
     makers = [("fractal", 1000, fractal), ("noise", 600, noise), ("gradient", 600, gradient),
               ("text", 500, lambda r: drawing(r, True)), ("shapes", 400, lambda r: drawing(r, False))]
-    made = [(to32(Image.fromarray(make(rng))), kind) for kind, n, make in makers for _ in range(n)]
+    made = [(np.asarray(center_square_resize(Image.fromarray(make(rng)), 32)), kind) for kind, n, make in makers
+            for _ in range(n)]
     fractals = [a for a, kind in made if kind == "fractal"]
     idx = rng.choice(len(cifar_train), 3000, replace=False)
     made += [(shuffled(cifar_train[j], rng, 4 + 4 * (i % 2)), "patch-shuffled-cifar") for i, j in enumerate(idx[:2000])]
@@ -341,11 +313,10 @@ def synthetic(rng, cifar_train: np.ndarray, textures: list) -> list[tuple]:
         a, w = shuffled(cifar_train[j], rng, 8).astype(np.float32) / 255, rng.uniform(0.6, 0.85)
         out = (1 - w) * a + w * m if rng.random() < 0.5 else np.exp((1 - w) * np.log(a + 1e-3) + w * np.log(m + 1e-3))
         made.append(((np.clip(out, 0, 1) * 255).astype(np.uint8), "pixmix-cifar"))
-    print(f"train  synthetic              pictures {len(made):6d}")
     return [(a, "synthetic", f"synthetic-{kind}", "", "synthetic") for a, kind in made]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.outliers", description=__doc__.splitlines()[0])
     p.add_argument("--fetch", action="store_true", help="download and unpack the sources into --cache first")
     p.add_argument("--cache", type=Path, default=CACHE, help=f"the downloaded sources (default {CACHE})")
@@ -367,15 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         images, category, source, filename, kind = (np.array(v) for v in zip(*rows))
         np.savez_compressed(args.out / f"outliers_{name}.npz", images=images, category=category, source=source,
                             filename=filename, kind=kind)
-        sources = sorted(set(source))
         manifest[name] = {"pictures": len(images), "images_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
-                          "categories": {c: int((category == c).sum()) for c in CATEGORIES},
-                          "sources": {s: int((source == s).sum()) for s in sources},
-                          "files": {s: len(set(filename[(source == s) & (filename != "")])) for s in sources}}
+                          "categories": {c: int((category == c).sum()) for c in dict.fromkeys(category)},
+                          "sources": {s: int((source == s).sum()) for s in dict.fromkeys(source)},
+                          "files": {s: len(set(filename[source == s]) - {""}) for s in dict.fromkeys(source)}}
         print(f"{name}: {len(images)} pictures, sha256 of the images {manifest[name]['images_sha256'][:16]}")
     (args.out / "outliers_manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
