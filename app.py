@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 import guard
-from cifar_model import Answer, Classifier, ImageError, ModelLoadError, Weights
+from cifar_model import CLASSES, Answer, Classifier, ImageError, ModelLoadError, Weights
 from cifar_model.weights import ONNX_FILE
 
 LOG = logging.getLogger("app")
@@ -122,11 +122,15 @@ def weights_panel(weights: Weights) -> str:
 
 
 def example_files() -> list[str]:
-    """The example pictures (real CIFAR-10 test images): one of each class in class order, then the next."""
+    """The example pictures (real CIFAR-10 test images, named CLASS_N): one of each class in class order, then
+    the next."""
     files = [p for p in (HERE / "examples").iterdir() if p.suffix.lower() in (".jpg", ".png")]
-    key = {name: i for i, name in enumerate(("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                              "horse", "ship", "truck"))}
-    return [str(p) for p in sorted(files, key=lambda p: (p.stem.rpartition("_")[2], key.get(p.stem.rpartition("_")[0], 99)))]
+
+    def order(p: Path) -> tuple:
+        name, _, n = p.stem.rpartition("_")
+        return n, CLASSES.index(name) if name in CLASSES else len(CLASSES)
+
+    return [str(p) for p in sorted(files, key=order)]
 
 
 class Handlers:
@@ -243,8 +247,8 @@ def live_markup(weights: Weights, served: dict[str, Path]) -> str:
              "ort-base": "live/" if local else ORT_CDN, "ort-integrity": "" if local else json.dumps(
                  {"ort": ORT_FILES["ort.wasm.bundle.min.mjs"], "wasm": ORT_FILES["ort-wasm-simd-threaded.wasm"]})}
     data = " ".join(f'data-{k}="{html.escape(v)}"' for k, v in attrs.items())
-    bars = "".join(f"<li><span>{html.escape(c)}</span><span class='track'><i></i></span><span class='pct'>0%</span></li>"
-                   for c in weights.config.classes)
+    bars = "".join(f"<li><span>{html.escape(c)}</span><span class='track'><i></i></span>"
+                   "<span class='pct'>0%</span></li>" for c in weights.config.classes)
     return (f"<div id='live-app' {data}><p class='live-status' role='status'>The Live view runs the model on your "
             "device: your camera frames are not sent anywhere.</p><button class='live-start' disabled>Start the "
             f"camera</button><div class='live-view'><video playsinline muted aria-label='Camera preview'></video>"
@@ -326,8 +330,8 @@ async def _serve_live_files(scope: dict, receive: Any, send: Any, files: dict[st
     if path is None:
         return await guard.reply(send, 404, "Not Found")
     kind = "text/javascript" if path.suffix in (".js", ".mjs") else mimetypes.guess_type(path.name)[0]
-    headers = [(b"content-type", (kind or "application/octet-stream").encode()), (b"x-content-type-options", b"nosniff"),
-               (b"cache-control", b"public, max-age=3600")]
+    headers = [(b"content-type", (kind or "application/octet-stream").encode()),
+               (b"x-content-type-options", b"nosniff"), (b"cache-control", b"public, max-age=3600")]
     if path.suffix in (".wasm", ".mjs") and b"gzip" in dict(scope["headers"]).get(b"accept-encoding", b""):
         body = _gzipped(path)
         headers.append((b"content-encoding", b"gzip"))
@@ -398,7 +402,8 @@ def main(argv: list[str] | None = None) -> None:
     except ModelLoadError as err:  # even the bundled weights failed: nothing to serve
         sys.exit(f"error: {err}")
     demo = build_demo(classifier, warning)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(demo, args.keep_uploads))
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                **launch_kwargs(demo, args.keep_uploads))
 
 
 if __name__ == "__main__":

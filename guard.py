@@ -162,7 +162,8 @@ class Guard:
         if self.watchdog is None:
             self.watchdog = asyncio.get_running_loop().create_task(self.end_idle_streams())
         upload = path.rstrip("/").endswith("/upload")
-        limit = MAX_UPLOAD_BODY_BYTES if upload else MAX_MCP_BYTES if path.startswith("/gradio_api/mcp") else MAX_BODY_BYTES
+        mcp = path.startswith("/gradio_api/mcp")
+        limit = MAX_UPLOAD_BODY_BYTES if upload else MAX_MCP_BYTES if mcp else MAX_BODY_BYTES
         too_large = f"Request body too large: the limit is {limit // 1024} KiB."
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -260,7 +261,8 @@ class Sweeper(threading.Thread):
 
     def __init__(self, demo: gr.Blocks, keep_s: float, every_s: float, max_bytes: int, max_files: int) -> None:
         super().__init__(daemon=True, name="upload-sweeper")
-        self.demo, self.keep_s, self.every_s, self.max_bytes, self.max_files = demo, keep_s, every_s, max_bytes, max_files
+        self.demo, self.keep_s, self.every_s = demo, keep_s, every_s
+        self.max_bytes, self.max_files = max_bytes, max_files
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -385,7 +387,8 @@ def image_source(payload: Any, data_url: bool = False) -> str | bytes | None:
             except (binascii.Error, ValueError):
                 raise gr.Error("The picture data is not valid base64.", print_exception=False) from None
         payload = payload.get("path")
-    if not isinstance(payload, str) or not payload or "\0" in payload or not is_in_or_equal(payload, get_upload_folder()):
+    if (not isinstance(payload, str) or not payload or "\0" in payload
+            or not is_in_or_equal(payload, get_upload_folder())):
         raise gr.Error(REFUSED, print_exception=False)
     return payload
 

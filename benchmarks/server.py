@@ -332,7 +332,8 @@ def speed(args) -> None:
     print("| measure | floor | app | app / floor |\n| --- | --- | --- | --- |")
     print(f"| /predict p50 | {p['floor'][0]:.1f} ms | {p['app'][0]:.1f} ms | {p['app'][0] / p['floor'][0]:.2f}x |")
     print(f"| /predict p90 | {p['floor'][1]:.1f} ms | {p['app'][1]:.1f} ms | {p['app'][1] / p['floor'][1]:.2f}x |")
-    print(f"| throughput, 8 clients | {rate['floor']:.1f}/s | {rate['app']:.1f}/s | {rate['app'] / rate['floor']:.2f}x |")
+    print(f"| throughput, 8 clients | {rate['floor']:.1f}/s | {rate['app']:.1f}/s "
+          f"| {rate['app'] / rate['floor']:.2f}x |")
 
 
 def soak(args) -> None:

@@ -96,7 +96,8 @@ def summary(test: np.ndarray, out: np.ndarray, cats: np.ndarray, files: np.ndarr
         auroc = (np.searchsorted(t, out, "left") + np.searchsorted(t, out, "right")) / (2 * len(t))
         flagged = out > np.quantile(t, 0.9)
         return [np.average(auroc, weights=w), np.average(out <= np.quantile(t, 0.95), weights=w),
-                np.average(flagged, weights=w)] + [np.average(flagged[cats == c], weights=w[cats == c]) for c in present]
+                np.average(flagged, weights=w)] + [np.average(flagged[cats == c], weights=w[cats == c])
+                                                   for c in present]
 
     rng = np.random.default_rng(0)
     boot = []
@@ -113,11 +114,13 @@ def table(name: str, s_test: dict, s_out: dict, sets: dict) -> str:
     files = np.where(sets["filename"] == "", np.arange(len(files)).astype(str), files)
     present = [c for c in CATEGORIES if (cats == c).any()]
     lines = [f"\n### {name}: {len(cats)} pictures from {len(set(files))} files; threshold: 10% of the test split\n",
-             "| score | AUROC | FPR95 | flagged, all | " + " | ".join(f"{c} ({(cats == c).sum()})" for c in present) + " |",
+             "| score | AUROC | FPR95 | flagged, all | "
+             + " | ".join(f"{c} ({(cats == c).sum()})" for c in present) + " |",
              "|---" * (4 + len(present)) + "|"]
     for key in s_test:
         (v, lo, hi) = summary(s_test[key], s_out[key], cats, files)
-        cells = [f"{v[0]:.3f} [{lo[0]:.3f}, {hi[0]:.3f}]"] + [f"{a:.1%} [{b:.0%}, {c:.0%}]" for a, b, c in zip(v[1:], lo[1:], hi[1:])]
+        cells = [f"{v[0]:.3f} [{lo[0]:.3f}, {hi[0]:.3f}]"]
+        cells += [f"{a:.1%} [{b:.0%}, {c:.0%}]" for a, b, c in zip(v[1:], lo[1:], hi[1:])]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -130,7 +133,8 @@ def public_checks(clf: Classifier, sets: Path) -> str:
         folder = next((p for p in (sets / "x/skimage/data", CACHE / "x/skimage/data") if p.is_dir()), None)
     if folder is None:
         return "\nPublic checks skipped: no scikit-image, and no wheel unpacked by benchmarks.outliers --fetch."
-    lines = [f"\n### Public checks ({folder})\n", "| picture | answer | unsure margin | unsure? | wanted |", "|---" * 5 + "|"]
+    lines = [f"\n### Public checks ({folder})\n", "| picture | answer | unsure margin | unsure? | wanted |",
+             "|---" * 5 + "|"]
     for name, wanted in CHECKS.items():
         a = clf.predict(folder / name)
         lines.append(f"| {name} | {a.top} {a.probabilities[a.top]:.1%} | {a.unsure_margin:+.3f} | "
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     rule, fitted = Rule(net, config), fit(net, outputs(net, train_x, config.mean, config.std)[1], train_y)
     s_test = scores(z_test, f_test, fitted, rule)
     clf = Classifier(weights)
-    print(f"weights: {weights.label}; test accuracy (flip TTA, fp32) {(z_test.argmax(1) == cifar.test_labels).mean():.2%}"
+    accuracy = (z_test.argmax(1) == cifar.test_labels).mean()
+    print(f"weights: {weights.label}; test accuracy (flip TTA, fp32) {accuracy:.2%}"
           f"; torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")
     rows = [f"| CIFAR-10 test | {len(cifar.test_images)} | {rule_flags(clf, cifar.test_images).mean():.1%} |"]
     for name in ["dev", "report"] if args.report else ["dev"]:

@@ -205,7 +205,8 @@ def test_a_bad_file_and_an_oversize_file_are_refused_and_the_page_goes_on(client
     big.write_bytes(b"\xff\xd8" + bytes(11 * 1024 * 1024))
     with big.open("rb") as f:
         try:
-            status = httpx.post(served[1] + "gradio_api/upload", files=[("files", ("big.jpg", f))], timeout=30).status_code
+            files = [("files", ("big.jpg", f))]
+            status = httpx.post(served[1] + "gradio_api/upload", files=files, timeout=30).status_code
         except httpx.WriteError:  # refused from its headers, then closed while the body was still being sent
             status = 413
     assert status == 413

@@ -41,7 +41,8 @@ IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 DESKTOP = {"viewport": {"width": 1366, "height": 768}}
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 LAYOUTS = {"desktop": DESKTOP, "phone": PHONE}
-OURS = "#answer, #probs, #more, #seen, #heat, #legend, #examples, #live, #live-app, #weights-panel, #intro, #camera-blocked"
+OURS = ("#answer, #probs, #more, #seen, #heat, #legend, #examples, #live, #live-app, #weights-panel, #intro, "
+        "#camera-blocked")
 LIVE_FILES = {"live.js", "resize.js", "model.onnx", *app.ORT_FILES}
 LIVE_WINDOW_MS = 10_000
 SAMPLE = sorted((ROOT / "tests" / "data" / "cifar10-test-sample").glob("*/*.jpg"))
@@ -109,11 +110,13 @@ class Visit:
                            lambda route: (self.blocked.append(route.request.url), route.abort()))
         self.page = page = self.context.new_page()
         page.set_default_timeout(30_000)
-        page.on("request", lambda r: (self.requests.append((r.method, r.url.removeprefix(url))), self._count_streams(r, +1)))
+        page.on("request", lambda r: (self.requests.append((r.method, r.url.removeprefix(url))),
+                                      self._count_streams(r, +1)))
         page.on("requestfinished", lambda r: self._count_streams(r, -1))
         page.on("requestfailed", lambda r: self._count_streams(r, -1))
         page.on("pageerror", lambda err: self.errors.append(f"{err.name}: {err.message}"))
-        page.on("websocket", lambda ws: ws.on("framesent", lambda _: setattr(self, "frames_sent", self.frames_sent + 1)))
+        page.on("websocket", lambda ws: ws.on("framesent",
+                                              lambda _: setattr(self, "frames_sent", self.frames_sent + 1)))
         page.goto(url + ("?__theme=dark" if dark else ""))
         page.locator("#picture input[type=file]").wait_for(state="attached")
 
@@ -195,7 +198,8 @@ def test_an_upload_is_answered_on_the_first_screen(answered, sure_example, class
     screen = page.viewport_size["height"]
     ends = {s: box_bottom(page, s) for s in ("#answer h2", "#probs .confidence-set", "#seen img", "#heat img")}
     # A desktop shows the class and both pictures without scrolling, a phone the class and its bar.
-    shown = ends if answered.name.startswith("desktop") else {s: ends[s] for s in ("#answer h2", "#probs .confidence-set")}
+    first = ("#answer h2", "#probs .confidence-set")  # on a phone: the headline and the first bar
+    shown = ends if answered.name.startswith("desktop") else {s: ends[s] for s in first}
     assert all(end <= screen for end in shown.values()), (shown, screen)
     seen, heat = (page.locator(f"#{i} img").bounding_box() for i in ("seen", "heat"))
     assert seen["x"] + seen["width"] <= heat["x"] and abs(seen["y"] - heat["y"]) < 1  # "Left: ... Right: ..."

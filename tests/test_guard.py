@@ -140,7 +140,8 @@ def test_a_url_in_a_payload_or_the_file_route_is_refused_before_gradio_sees_it(m
 
 def test_the_pages_own_payloads_and_malformed_json_pass_whole(mw) -> None:
     # An upload's payload has an http `url` (the page's own file route) and a local path; a live frame a data URL.
-    upload = [{"path": "/tmp/gradio/abc/cat.png", "url": "http://127.0.0.1:7860/gradio_api/file=/tmp/gradio/abc/cat.png",
+    upload = [{"path": "/tmp/gradio/abc/cat.png",
+               "url": "http://127.0.0.1:7860/gradio_api/file=/tmp/gradio/abc/cat.png",
                "meta": {"_type": "gradio.FileData"}}]
     bodies = [(JOIN, join(upload)), ("/gradio_api/stream/x", join([{"url": "data:image/jpeg;base64,AA=="}])),
               ("/gradio_api/run/predict", b"{not json"), ("/gradio_api/run/predict", b"[" * 100_000)]  # Gradio answers
@@ -175,7 +176,8 @@ def test_what_needs_no_check_reaches_gradio_untouched(scope) -> None:
 @pytest.mark.parametrize("method, path, limit", [
     ("POST", JOIN, guard.MAX_BODY_BYTES), ("PUT", "/gradio_api/run/predict", guard.MAX_BODY_BYTES),
     ("PATCH", "/", guard.MAX_BODY_BYTES), ("POST", "/gradio_api/upload/X", guard.MAX_BODY_BYTES),
-    ("POST", "/gradio_api/upload", guard.MAX_UPLOAD_BODY_BYTES), ("POST", "/gradio_api/upload/", guard.MAX_UPLOAD_BODY_BYTES),
+    ("POST", "/gradio_api/upload", guard.MAX_UPLOAD_BODY_BYTES),
+    ("POST", "/gradio_api/upload/", guard.MAX_UPLOAD_BODY_BYTES),
     ("POST", "/gradio_api/mcp/", guard.MAX_MCP_BYTES)])
 def test_a_body_over_its_limit_is_refused_unread_declared_or_chunked(mw, method, path, limit) -> None:
     def send(**kwargs):
@@ -460,8 +462,10 @@ def patched(monkeypatch) -> list:
     """Gradio as guard._patch_gradio leaves it, patched afresh over a recorder standing for MCP's converter;
     returns what reached the recorder. Everything is put back after the test."""
     parser = route_utils.GradioMultiPartParser
-    monkeypatch.setattr(route_utils, "GradioMultiPartParser", next(c for c in parser.__mro__ if "one_file" not in vars(c)))
-    monkeypatch.setattr(processing_utils, "async_ssrf_protected_download", processing_utils.async_ssrf_protected_download)
+    monkeypatch.setattr(route_utils, "GradioMultiPartParser",
+                        next(c for c in parser.__mro__ if "one_file" not in vars(c)))
+    monkeypatch.setattr(processing_utils, "async_ssrf_protected_download",
+                        processing_utils.async_ssrf_protected_download)
     monkeypatch.setattr(routes, "secure_url_stream_response", routes.secure_url_stream_response)
     converted: list = []
     monkeypatch.setattr(GradioMCPServer, "convert_strings_to_filedata",
@@ -582,7 +586,8 @@ def test_data_urls_only_where_the_page_sends_them() -> None:
 def test_output_pictures_are_written_once_under_a_name_only_this_server_knows(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "not" / "yet"))
     renamed, replace = [], os.replace
-    monkeypatch.setattr(guard.os, "replace", lambda src, dst: renamed.append((Path(src), Path(dst))) or replace(src, dst))
+    monkeypatch.setattr(guard.os, "replace",
+                        lambda src, dst: renamed.append((Path(src), Path(dst))) or replace(src, dst))
     path = Path(guard.write_png(b"\x89PNG data"))
     assert path.read_bytes() == b"\x89PNG data" and path.parent.parent == tmp_path / "not" / "yet"
     assert hashlib.sha256(b"\x89PNG data").hexdigest() not in path.name  # no existence oracle

@@ -55,7 +55,8 @@ def test_an_agent_gets_the_ten_probabilities_and_the_flag_for_a_base64_picture(m
     assert not result.isError, result.content
     label, unsure, words = ast.literal_eval(text_of(result))  # Gradio 6.31 sends the outputs' repr as text
     expected = classifier.predict(CAT)
-    assert {c["label"]: c["confidence"] for c in label["confidences"]} == pytest.approx(expected.probabilities, abs=1e-3)
+    got = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert got == pytest.approx(expected.probabilities, abs=1e-3)
     assert label["label"] == expected.top and unsure is False and expected.top in words
 
 

@@ -79,9 +79,9 @@ def test_paths_outside_the_upload_folder_get_one_sentence_and_nothing_is_decoded
     url = served[1]
     (in_uploads / "link.jpg").symlink_to(CAT)
     (in_uploads / "link-secret").symlink_to("/etc/passwd")
-    payloads = [{"path": p} for p in ("/etc/passwd", str(CAT), "/nonexistent/token", f"{UPLOADS}/../../../etc/passwd",
-                                      "examples/cat_1.jpg", str(in_uploads / "link.jpg"), str(in_uploads / "link-secret"),
-                                      f"{in_uploads}/x.jpg\0/etc/passwd")] + [{"url": "file:///etc/passwd"}]
+    paths = ("/etc/passwd", str(CAT), "/nonexistent/token", f"{UPLOADS}/../../../etc/passwd", "examples/cat_1.jpg",
+             str(in_uploads / "link.jpg"), str(in_uploads / "link-secret"), f"{in_uploads}/x.jpg\0/etc/passwd")
+    payloads = [{"path": p} for p in paths] + [{"url": "file:///etc/passwd"}]
     jobs = [(p, api) for p in payloads for api in ("predict", "explain", "live")]
     with ThreadPoolExecutor(2) as pool:
         replies = list(pool.map(lambda job: call(url, job[1], job[0]), jobs))
@@ -175,7 +175,8 @@ def test_one_client_gets_429_past_its_share_and_others_are_served(classifier, mo
         body = {"data": [None], "fn_index": fn_index(url, "predict"), "session_hash": "flood"}
         picture = httpx.post(url + "gradio_api/upload", files=[("files", ("cat.jpg", CAT.read_bytes()))]).json()[0]
         body["data"] = [{"path": picture}]
-        statuses = [httpx.post(url + "gradio_api/queue/join", json=body).status_code for _ in range(guard.MAX_EVENTS + 2)]
+        statuses = [httpx.post(url + "gradio_api/queue/join", json=body).status_code
+                    for _ in range(guard.MAX_EVENTS + 2)]
         assert statuses == [200] * guard.MAX_EVENTS + [429, 429]
         reply = httpx.post(url + "gradio_api/queue/join", json=body)
         assert reply.status_code == 429 and str(guard.MAX_EVENTS) in reply.json()["detail"]
@@ -241,7 +242,8 @@ def test_a_full_queue_refuses_at_once_and_loses_no_one(classifier, monkeypatch):
 
 def test_an_internal_error_shows_a_generic_sentence_and_no_trace(served, classifier, monkeypatch):
     monkeypatch.setattr(classifier, "predict", lambda src: (_ for _ in ()).throw(RuntimeError("SECRET-42 at /srv")))
-    upload = httpx.post(served[1] + "gradio_api/upload", files=[("files", ("c.jpg", CAT.read_bytes() + b"e"))]).json()[0]
+    files = [("files", ("c.jpg", CAT.read_bytes() + b"e"))]
+    upload = httpx.post(served[1] + "gradio_api/upload", files=files).json()[0]
     shown = json.dumps(call(served[1], "predict", {"path": upload}))
     assert app.UNREADABLE in shown and "SECRET-42" not in shown and "Traceback" not in shown and str(ROOT) not in shown
 

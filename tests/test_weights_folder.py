@@ -201,7 +201,8 @@ def test_metrics_round_trip_exactly(tmp_path: Path) -> None:
     m = Metrics(**raw)
     write_record(m, tmp_path / "metrics.json")
     text = (tmp_path / "metrics.json").read_text()
-    assert text.startswith(f'{{\n  "test_accuracy": {m.test_accuracy},\n  "test_images": {m.test_images},\n') and text.endswith("\n}\n")
+    assert text.startswith(f'{{\n  "test_accuracy": {m.test_accuracy},\n  "test_images": {m.test_images},\n')
+    assert text.endswith("\n}\n")
     back = read_record(Metrics, tmp_path / "metrics.json")
     assert back == m and asdict(back) == json.loads(text) == raw
     write_record(back, tmp_path / "again.json")

@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             margins = rule(torch.from_numpy(np.load(path)["images"]))[1]
         flagged[name] = (len(margins), float((margins > 0).double().mean()))
-    result = replace(metrics, **score(test_logits, test_y, cifar.classes), **calibrate.figures(rule, test_logits, test_y),
+    result = replace(metrics, **score(test_logits, test_y, cifar.classes),
+                     **calibrate.figures(rule, test_logits, test_y),
                      val_accuracy=float((val_logits.argmax(1).numpy() == val_y).mean()), finetune=tuned,
                      outliers_flagged={k: v[1] for k, v in flagged.items()} or None,
                      outliers_pictures={k: v[0] for k, v in flagged.items()} or None)
