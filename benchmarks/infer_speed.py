@@ -6,8 +6,8 @@ The reference is what a first demo would do: ``Image.open(...).convert("RGB")``,
 centre crop and resize with PIL, and the same network in plain eager fp32 (unfused BatchNorm,
 weights in NCHW), through the one inference rule :func:`cifar_model.tta_logits` (normalise, flip
 test-time augmentation as a batch of two), so both sides compute the same answer by the same rule
-and differ only in decoding and in the network's form (``Classifier``: bf16 where the CPU has AMX,
-BatchNorm folded, channels-last). A reference without TTA is timed too. Medians of interleaved runs;
+and differ only in decoding and in the network's form (``Classifier``: BatchNorm folded, channels-last;
+fp32 by default, bf16 on request). A reference without TTA is timed too. Medians of interleaved runs;
 prints the ratio ours / reference (target <= 0.6) and the test-sample accuracy of both paths.
 """
 
@@ -84,9 +84,9 @@ def main() -> int:
     p.add_argument("--sizes", nargs="+", default=["640x480", "4032x3024"], help="upload sizes WxH")
     args = p.parse_args()
     clf = Classifier.from_pretrained()
-    fp32 = Classifier.from_pretrained(precision="fp32")
+    bf16 = Classifier.from_pretrained(precision="bf16")
     candidates = {"ours (Classifier.predict)": lambda data: clf.predict(data).probabilities,
-                  "ours, forced fp32": lambda data: fp32.predict(data).probabilities,
+                  "ours, precision='bf16'": lambda data: bf16.predict(data).probabilities,
                   "reference, flip TTA": Reference(clf, True), "reference, no TTA": Reference(clf, False)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads | Classifier: {clf.dtype}, BatchNorm folded,"
           " channels-last")
@@ -106,7 +106,7 @@ def main() -> int:
         for name, ms in med.items():
             print(f"  {name:<28} {ms:7.2f} ms   ratio to reference (flip TTA): {ms / ref:.2f}x")
     print("\naccuracy on the 500-picture committed test sample:")
-    for name in ("ours (Classifier.predict)", "ours, forced fp32", "reference, flip TTA"):
+    for name in ("ours (Classifier.predict)", "ours, precision='bf16'", "reference, flip TTA"):
         print(f"  {name:<28} {sample_accuracy(candidates[name]):.2%}")
     return 0
 

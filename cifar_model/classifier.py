@@ -30,9 +30,8 @@ def tta_logits(net: nn.Module, pixels: torch.Tensor, mean, std, dtype: torch.dty
     """uint8 N x 32 x 32 x 3 pictures (on ``net``'s device) -> float32 N x C raw logits: the mean of
     the logits of each picture and its mirror image (flip test-time augmentation). ``net`` in eval mode."""
     x = normalize(pixels, mean, std).to(dtype).contiguous(memory_format=torch.channels_last)
-    n = x.shape[0]
     both = net(torch.cat([x, x.flip(-1)])).float()
-    return (both[:n] + both[n:]) / 2
+    return (both[:len(x)] + both[len(x):]) / 2
 
 
 def unsure_score(logits: torch.Tensor) -> torch.Tensor:
@@ -102,11 +101,9 @@ class Answer:
 
 
 def _fused_for_inference(model: CifarCNN) -> nn.Module:
-    """An eval-only copy with each BatchNorm folded into the convolution before it, channels-last.
-
-    Same function as ``model.eval()``, fewer passes over memory: on CPU the five BN layers cost
-    about as much as a convolution each at batch size one.
-    """
+    """An eval-only copy with each BatchNorm folded into the convolution before it, channels-last: the
+    same function as ``model.eval()`` with fewer passes over memory (on CPU, at batch size one, each of
+    the five BN layers costs about as much as a convolution)."""
     fused = copy.deepcopy(model).eval()
     layers, out = list(fused.features), []
     while layers:

@@ -309,14 +309,11 @@ def _build(path: Path, config: Config) -> CifarCNN:
 def _check_onnx(path: Path, config: Config) -> None:
     if config.onnx_sha256 is None or not path.is_file():
         return  # no browser copy: the Live tab runs on the server
-    if path.stat().st_size > MAX_ONNX_BYTES or _sha256(path) != config.onnx_sha256:
+    with open(path, "rb") as f:
+        digest = None if path.stat().st_size > MAX_ONNX_BYTES else hashlib.file_digest(f, "sha256").hexdigest()
+    if digest != config.onnx_sha256:
         raise ModelLoadError(f"{path} is not the network {CONFIG_FILE} describes (its sha256 differs from"
                              " field 'onnx_sha256'): export it again from these weights.")
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _read_metrics(path: Path) -> tuple[Metrics | None, str | None]:
@@ -373,12 +370,8 @@ def resolve(source: str | Path | None = None, revision: str | None = None, **hub
 
 def _download(repo_id: str, revision: str | None, **hub_kwargs) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
     where = f"{repo_id}@{revision}" if revision else repo_id
     known = {  # most specific first: a gated repo is also "not found"
