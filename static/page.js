@@ -1,8 +1,10 @@
 () => {
   // Once the page is drawn and whenever Gradio redraws part of it: the answer is a live region (screen
-  // readers announce it), and each example button is named after its picture (Gradio gives them none).
+  // readers announce it), each example button is named after its picture (Gradio gives them none), and
+  // Gradio's empty-output placeholders, named on a plain div (which axe calls aria-prohibited-attr), get a role.
   const mark = () => {
     document.getElementById("answer")?.setAttribute("aria-live", "polite");
+    document.querySelectorAll(".empty[aria-label]:not([role])").forEach((box) => box.setAttribute("role", "img"));
     document.querySelectorAll("#examples button.gallery-item").forEach((button) => {
       const img = button.querySelector("img");
       if (img && !button.getAttribute("aria-label")) {

@@ -297,8 +297,10 @@ def test_a_broken_file_leaves_no_stale_answer(browser, served, sure_example, cla
 def test_a_broken_file_shows_one_error(browser, served, sure_example, tmp_path):
     visit = _broken_after_a_picture(browser, served, sure_example, tmp_path)
     messages = visit.page.locator('[data-testid="toast-text"]').all_inner_texts()
+    serious = axe_serious_in_ours(visit.page, "error")  # the emptied outputs included
     visit.close()
     assert len(messages) == 1, messages
+    assert not serious
 
 
 def test_the_examples_are_one_per_class_and_easy_to_tap(browser, served, classifier):
