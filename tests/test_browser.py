@@ -141,10 +141,12 @@ class Visit:
         assert blocked or not self.blocked, f"the page asked for files off its origin: {self.blocked}"
 
     def open_live(self):
-        """Open the Live tab and wait until live.js is set up: ``window.__live`` is its handle."""
+        """Open the Live tab and wait until live.js is set up: ``window.__live`` is its handle. True, or the
+        page's own words on why the model can't run."""
         self.page.get_by_role("tab", name="Live").click()
         self.page.evaluate("async () => { window.__live = await window.cifarLive; }")
-        return self.page.evaluate("() => !!window.__live")
+        why = "document.querySelector('#live-app .live-status').textContent"
+        return self.page.evaluate(f"() => !!window.__live || {why}")
 
 
 def screenshot(page, name: str) -> None:
@@ -309,6 +311,8 @@ def test_the_examples_are_one_per_class_and_easy_to_tap(browser, served, classif
     buttons = page.locator("#examples button.gallery-item")
     page.wait_for_function("() => document.querySelectorAll('#examples button.gallery-item[aria-label]').length === 10")
     assert [b.get_attribute("aria-label") for b in buttons.all()] == [f"Example: {c}" for c in CLASSES]
+    page.wait_for_function("() => [...document.querySelectorAll('#examples button.gallery-item img')]"
+                           ".every((i) => i.complete && i.naturalWidth)")
     sources = buttons.locator("img").evaluate_all("imgs => imgs.map((i) => i.complete && i.naturalWidth && i.src)")
     assert all(sources) and len(set(sources)) == 10, sources
     assert all(b.bounding_box()["width"] >= 44 and b.bounding_box()["height"] >= 44 for b in buttons.all())
@@ -332,7 +336,7 @@ def test_a_blocked_camera_says_what_to_do(playwright, served):
     assert box_bottom(page, "#camera-blocked") <= page.locator("#picture").bounding_box()["y"]  # above, not beside
     # What makes the note appear: Gradio's webcam leaves the browser's refusal unhandled.
     assert visit.errors and all("NotAllowedError" in e or "Permission denied" in e for e in visit.errors)
-    assert visit.open_live()
+    assert visit.open_live() is True
     page.locator("#live-app .live-start").click()
     page.wait_for_function("() => /blocked/.test(document.querySelector('#live-app .live-status').textContent)")
     assert "Allow" in page.locator("#live-app .live-status").inner_text()
@@ -345,7 +349,7 @@ def test_live_runs_in_the_page_and_sends_no_frame(browser, served, layout):
     visit = Visit(browser, served[1], layout)
     page = visit.page
     assert not [url for _, url in visit.requests if re.search(r"live/|\.onnx|ort[.-]wasm", url)], visit.requests
-    assert visit.open_live()
+    assert visit.open_live() is True
     assert LIVE_FILES <= {url.removeprefix("live/") for _, url in visit.requests if url.startswith("live/")}
     page.locator("#live-app .live-start").click()
     page.wait_for_function("() => __live.stats.frames > 0")
@@ -367,7 +371,7 @@ def test_live_runs_in_the_page_and_sends_no_frame(browser, served, layout):
 
 def test_the_live_tab_is_readable(browser, served):
     visit = Visit(browser, served[1])
-    assert visit.open_live(), visit.page.inner_text("#live-app .live-status")
+    assert visit.open_live() is True
     serious = axe_serious_in_ours(visit.page, "live")
     visit.close()
     assert not serious, serious
@@ -382,7 +386,7 @@ def test_the_page_gives_the_same_answer_as_the_library(browser, served, classifi
         pngs.append(buf.getvalue())
     expected = fp32.predict_many(pngs)
     visit = Visit(browser, served[1])
-    assert visit.open_live()
+    assert visit.open_live() is True
     got = []
     for start in range(0, len(pngs), 100):
         got += visit.page.evaluate("""async (urls) => {
