@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from cifar_model import Classifier, Rule, load, normalize
+from cifar_model.classifier import unsure_score
 from train import data
 from train.recipe import split_train_val
 
@@ -68,7 +69,7 @@ def knn(feats: np.ndarray, bank: torch.Tensor, k: int) -> np.ndarray:
 
 
 def scores(z: np.ndarray, f: np.ndarray, fitted: dict, rule: Rule) -> dict[str, np.ndarray]:
-    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    lse = -unsure_score(torch.from_numpy(z)).numpy()  # the app's score is -lse
     softmax = np.exp(z - lse[:, None])
     scaled = torch.softmax(torch.from_numpy(z) / rule.temperature, 1).max(1).values.numpy()
     calibrated = rule.calibrate(torch.from_numpy(z).float()).max(1).values.double().numpy()

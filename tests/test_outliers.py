@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from cifar_model import CIFAR_MEAN, CIFAR_STD, CLASSES, Classifier, load, normalize, to_uint8
+from cifar_model.classifier import unsure_score
 from train import data as datasets
 from train import finetune as ft
 
@@ -35,7 +36,7 @@ def _noise(n: int, seed: int = 0) -> np.ndarray:
 @torch.inference_mode()
 def _energy(net: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
     z = net(normalize(torch.from_numpy(pixels), CIFAR_MEAN, CIFAR_STD))
-    return (-torch.logsumexp(z.float(), 1)).numpy()
+    return unsure_score(z.float()).numpy()
 
 
 def test_outlier_exposure_makes_other_pictures_unsure_and_leaves_batchnorm_alone():

@@ -15,6 +15,7 @@ how it was made.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import math
 import shlex
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     train_x, train_y, val_x, val_y = split_train_val(cifar.train_images, cifar.train_labels,
                                                      metrics.config["val_size"], metrics.config["seed"])
     outliers = np.load(args.outliers)["images"]
-    model = load(args.weights).model
+    model = copy.deepcopy(start.model)
     minutes = finetune(model, train_x, train_y, outliers, epochs=args.epochs, lr=args.lr, lam=args.lam,
                        cutout=metrics.config.get("cutout", 12), seed=args.seed)
     first = start.model.state_dict()
